@@ -1,0 +1,101 @@
+"""The `facelab` command: a thin layer of argument parsing over the pipeline modules.
+
+Each stage module here adds its sub-commands with `register(subparsers, common)`; they are
+registered in workflow order so `facelab --help` reads like the DeepFaceLab .bat list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from facelab import __version__, progress, prompts
+from facelab.errors import FacelabError, UsageError
+from facelab.workspace import Workspace, default_workspace
+
+EPILOG = """\
+workflow (one workspace folder, as in DeepFaceLab):
+  1. facelab extract-frames src      source video -> data_src/00001.jpg ...
+  2. facelab extract-frames dst      destination video -> data_dst/ (every frame)
+  7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
+  every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE)
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line and exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("common options")
+    g.add_argument(
+        "--workspace",
+        "-w",
+        type=Path,
+        default=None,
+        help="workspace folder (default: $FACELAB_WORKSPACE or ./workspace)",
+    )
+    g.add_argument("--yes", "-y", action="store_true", help="take every default without asking")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    return common
+
+
+def build_parser() -> Parser:
+    from facelab.cli import misc, video
+
+    parser = Parser(
+        prog="facelab",
+        description="Face swapping for video: the DeepFaceLab workflow on PyTorch.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"facelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands, in workflow order")
+    common = common_options()
+    misc.register_setup(sub, common)
+    video.register_extract(sub, common)
+    video.register_make_video(sub, common)
+    misc.register_demo(sub, common)
+    return parser
+
+
+def workspace_from(args: argparse.Namespace) -> Workspace:
+    return Workspace(Path(args.workspace) if args.workspace else default_workspace())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    progress.set_quiet(args.quiet)
+    prompts.set_assume_yes(args.yes)
+    try:
+        return args.handler(args) or 0
+    except FacelabError as exc:
+        if args.debug:
+            traceback.print_exc()
+        prefix = "usage error" if isinstance(exc, UsageError) else "error"
+        print(f"facelab {args.command}: {prefix}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"facelab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        else:
+            print(
+                f"facelab {args.command}: internal error: {type(exc).__name__}: {exc} "
+                "(run again with --debug for the traceback, and report it with `facelab info`)",
+                file=sys.stderr,
+            )
+        return 1

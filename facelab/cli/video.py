@@ -1,0 +1,177 @@
+"""Steps 1, 2 and 7: extract-frames and make-video."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from fractions import Fraction
+from pathlib import Path
+
+from facelab import prompts
+from facelab.errors import FacelabError, UsageError
+from facelab.media.frames import FRAME_FORMATS, extract_frames
+from facelab.media.probe import VideoInfo, probe_video
+from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
+from facelab.progress import say
+from facelab.workspace import Workspace
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def frame_rate(text: str) -> Fraction:
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (25, 29.97 or 30000/1001)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def register_extract(sub, common) -> None:
+    p = sub.add_parser(
+        "extract-frames",
+        parents=[common],
+        help="steps 1-2: video to numbered frames (src: optional fps limit; dst: every frame)",
+        description="Decode data_src.* or data_dst.* into data_src/00001.jpg ... "
+        "dst always keeps every frame, and its frame rate, size and audio are recorded "
+        "in data_dst_video.json for make-video.",
+    )
+    p.add_argument("side", choices=["src", "dst"], help="which video")
+    p.add_argument("--input", "-i", type=Path, help="video file (default: data_<side>.* in the workspace)")
+    p.add_argument(
+        "--fps",
+        type=positive_float,
+        default=None,
+        help="src only: frames per second to keep (default: every frame)",
+    )
+    p.add_argument("--format", choices=FRAME_FORMATS, default=None, help="frame image type (default: jpg)")
+    p.add_argument("--overwrite", action="store_true", help="replace frames already in the folder")
+    p.set_defaults(handler=cmd_extract_frames)
+
+
+def cmd_extract_frames(args: argparse.Namespace) -> int:
+    from facelab.cli import workspace_from
+
+    ws = workspace_from(args)
+    if args.side == "dst" and args.fps is not None:
+        raise UsageError("--fps is not allowed for dst: every dst frame is needed to rebuild the video")
+    video = args.input if args.input is not None else ws.find_video(args.side)
+    if not video.exists():
+        raise FacelabError(f"{video} does not exist: check the path given to --input")
+    fps = args.fps
+    if args.side == "src" and fps is None:
+        chosen = prompts.ask_float("frames per second to keep, 0 = every frame", 0.0, 0.0, 240.0)
+        fps = chosen or None
+    fmt = args.format or prompts.ask_choice("frame image type", "jpg", FRAME_FORMATS)
+    out_dir = ws.frames_dir(args.side)
+    result = extract_frames(video, out_dir, fmt=fmt, fps=fps, overwrite=args.overwrite,
+                            info_path=ws.video_info_path(args.side))
+    if result.replaced:
+        say(f"replaced {result.replaced} earlier frames in {out_dir}")
+    rate = result.count / result.seconds if result.seconds > 0 else float("inf")
+    say(f"{result.count} frames -> {out_dir} in {result.seconds:.1f} s ({rate:.0f} frames/s)")
+    return 0
+
+
+def register_make_video(sub, common) -> None:
+    p = sub.add_parser(
+        "make-video",
+        parents=[common],
+        help="step 7: data_dst/merged/ -> result.mp4 with the dst sound, and result_mask.mp4",
+        description="Encode the merged frames to result.<ext> (H.264, yuv420p, tv range) at the dst "
+        "video's own frame rate with its audio, and data_dst/merged_mask/ to a lossless result_mask.<ext>.",
+    )
+    p.add_argument("--format", choices=list(VIDEO_FORMATS), default=None, help="container and codec (default: mp4)")
+    p.add_argument(
+        "--bitrate",
+        type=positive_float,
+        default=None,
+        help=f"video bitrate in Mbit/s for the lossy formats (default: {DEFAULT_BITRATE})",
+    )
+    p.add_argument("--from", dest="from_dir", type=Path, help="any folder of numbered frames instead of merged/")
+    p.add_argument("--mask-from", type=Path, help="folder of numbered mask frames (default: merged_mask/)")
+    p.add_argument("--fps", type=frame_rate, help="frame rate (default: the dst video's own)")
+    p.add_argument("--audio", type=Path, help="take the sound from this file (default: the dst video)")
+    p.add_argument("--no-audio", action="store_true", help="write no sound track")
+    p.add_argument("--output", "-o", type=Path, help="output file (default: WORKSPACE/result.<ext>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.set_defaults(handler=cmd_make_video)
+
+
+def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
+    """The dst video's record from extract-frames (with the number of frames written),
+    else a fresh probe of data_dst.*, else nothing."""
+    path = ws.video_info_path("dst")
+    if path.exists():
+        try:
+            record = json.loads(path.read_text())
+            return VideoInfo.from_json(record), int(record["frames_written"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FacelabError(f"{path} is damaged ({exc}): run `facelab extract-frames dst` again") from exc
+    try:
+        return probe_video(ws.find_video("dst")), None
+    except FacelabError:
+        return None, None
+
+
+def cmd_make_video(args: argparse.Namespace) -> int:
+    from facelab.cli import workspace_from
+
+    ws = workspace_from(args)
+    fmt = args.format or prompts.ask_choice("output format", "mp4", list(VIDEO_FORMATS))
+    ext, lossless = VIDEO_FORMATS[fmt]
+    bitrate = args.bitrate
+    if bitrate is None:
+        bitrate = DEFAULT_BITRATE if lossless else prompts.ask_float("bitrate, Mbit/s", DEFAULT_BITRATE, 1, 1000)
+    frames_dir = args.from_dir or ws.merged_dir
+    if not frames_dir.is_dir():
+        hint = "run `facelab merge` first" if args.from_dir is None else "check the path given to --from"
+        raise FacelabError(f"{frames_dir} does not exist: {hint}")
+    frames = collect_frames(frames_dir, start=None if args.from_dir else 1)
+    if not frames:
+        raise FacelabError(f"{frames_dir} holds no numbered frames (00001.png ...)")
+
+    info, dst_frames = _dst_info(ws)
+    if args.from_dir is None and dst_frames is not None and len(frames) < dst_frames:
+        raise FacelabError(
+            f"frame {len(frames) + 1:05d} is missing in {frames_dir}: merged has {len(frames)} of "
+            f"{dst_frames} dst frames; run `facelab merge` to finish"
+        )
+    fps = args.fps or (info.fps_fraction if info else None)
+    if fps is None:
+        raise FacelabError("no frame rate known: run `facelab extract-frames dst` first or pass --fps")
+    audio = None
+    if not args.no_audio:
+        if args.audio is not None:
+            if not args.audio.exists():
+                raise FacelabError(f"{args.audio} does not exist: check the path given to --audio")
+            audio = args.audio
+        elif info is not None and info.has_audio and Path(info.path).exists():
+            audio = Path(info.path)
+
+    out = args.output or ws.root / f"result.{ext}"
+    result = encode_video(frames, out, fps, fmt=fmt, bitrate=bitrate, audio_from=audio,
+                          overwrite=args.overwrite, label=out.name)
+    sound = f"sound from {audio.name}" if audio else "no sound"
+    say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
+
+    mask_dir = args.mask_from or (None if args.from_dir else ws.merged_mask_dir)
+    if mask_dir is not None:
+        masks = collect_frames(mask_dir, start=None if args.mask_from else 1) if mask_dir.is_dir() else []
+        if not masks:
+            say(f"no mask frames in {mask_dir}: skipping the mask video")
+        else:
+            mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
+            m = encode_video(masks, mask_out, fps, fmt=fmt, lossless=True, overwrite=args.overwrite,
+                             label=mask_out.name)
+            say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
+    return 0

