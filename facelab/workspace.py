@@ -1,13 +1,13 @@
 """The workspace folder and its DeepFaceLab layout.
 
-    data_src.*  data_dst.*          input videos (any video extension)
-    data_src/  data_dst/            extracted frames 00001.jpg ...
-    data_*/aligned/                 aligned faces with embedded metadata
-    data_dst/aligned_debug/         debug images
-    model/                          models
-    data_dst/merged/ merged_mask/   merged frames and masks
-    result.mp4  result_mask.mp4
-    data_src_video.json ...         what was probed from each video (for make-video)
+data_src.*  data_dst.*          input videos (any video extension)
+data_src/  data_dst/            extracted frames 00001.jpg ...
+data_*/aligned/                 aligned faces with embedded metadata
+data_dst/aligned_debug/         debug images
+model/                          models
+data_dst/merged/ merged_mask/   merged frames and masks
+result.mp4  result_mask.mp4
+data_src_video.json ...         what was probed from each video (for make-video)
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ class Workspace:
             )
         if len(candidates) > 1:
             names = ", ".join(p.name for p in candidates)
-            raise FacelabError(f"several {side} videos in {self.root} ({names}): keep one or pass --input PATH")
+            raise FacelabError(
+                f"several {side} videos in {self.root} ({names}): keep one or pass --input PATH"
+            )
         return candidates[0]
 
 

@@ -40,7 +40,9 @@ def cmd_workspace_init(args: argparse.Namespace) -> int:
 
     ws = Workspace(args.dir) if args.dir else workspace_from(args)
     created = ws.init()
-    say(f"workspace {ws.root}: created {len(created)} folders" if created else f"workspace {ws.root} is ready")
+    say(
+        f"workspace {ws.root}: created {len(created)} folders" if created else f"workspace {ws.root} is ready"
+    )
     for folder in created:
         say(f"  {folder}")
     say(f"next: put data_src.mp4 and data_dst.mp4 in {ws.root}, then `facelab extract-frames src`")
@@ -69,7 +71,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     videos = make_sample_videos(ws)
     say(f"sample clips: {videos['src']} and {videos['dst']} (with sound)")
     for side in ("src", "dst"):
-        r = extract_frames(videos[side], ws.frames_dir(side), overwrite=True, info_path=ws.video_info_path(side))
+        r = extract_frames(
+            videos[side], ws.frames_dir(side), overwrite=True, info_path=ws.video_info_path(side)
+        )
         say(f"step {1 if side == 'src' else 2}: {r.count} {side} frames -> {ws.frames_dir(side)}")
     dst = probe_video(videos["dst"])
     frames = collect_frames(ws.frames_dir("dst"), start=1)
@@ -77,7 +81,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     r = encode_video(frames, out, dst.fps_fraction, audio_from=Path(dst.path), overwrite=True, label=out.name)
     say(f"step 7: {r.frames} frames with the dst sound -> {out}")
     say(f"done in {time.perf_counter() - start:.0f} s")
-    say("Face extraction, training and merging are not built yet, so result.mp4 is the dst clip rebuilt "
+    say(
+        "Face extraction, training and merging are not built yet, so result.mp4 is the dst clip rebuilt "
         "from its frames with its sound. For your own videos: put data_src.mp4 and data_dst.mp4 in a "
-        "workspace and run `facelab extract-frames src` and `facelab extract-frames dst`.")
+        "workspace and run `facelab extract-frames src` and `facelab extract-frames dst`."
+    )
     return 0

@@ -73,8 +73,9 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
         fps = chosen or None
     fmt = args.format or prompts.ask_choice("frame image type", "jpg", FRAME_FORMATS)
     out_dir = ws.frames_dir(args.side)
-    result = extract_frames(video, out_dir, fmt=fmt, fps=fps, overwrite=args.overwrite,
-                            info_path=ws.video_info_path(args.side))
+    result = extract_frames(
+        video, out_dir, fmt=fmt, fps=fps, overwrite=args.overwrite, info_path=ws.video_info_path(args.side)
+    )
     if result.replaced:
         say(f"replaced {result.replaced} earlier frames in {out_dir}")
     rate = result.count / result.seconds if result.seconds > 0 else float("inf")
@@ -90,14 +91,18 @@ def register_make_video(sub, common) -> None:
         description="Encode the merged frames to result.<ext> (H.264, yuv420p, tv range) at the dst "
         "video's own frame rate with its audio, and data_dst/merged_mask/ to a lossless result_mask.<ext>.",
     )
-    p.add_argument("--format", choices=list(VIDEO_FORMATS), default=None, help="container and codec (default: mp4)")
+    p.add_argument(
+        "--format", choices=list(VIDEO_FORMATS), default=None, help="container and codec (default: mp4)"
+    )
     p.add_argument(
         "--bitrate",
         type=positive_float,
         default=None,
         help=f"video bitrate in Mbit/s for the lossy formats (default: {DEFAULT_BITRATE})",
     )
-    p.add_argument("--from", dest="from_dir", type=Path, help="any folder of numbered frames instead of merged/")
+    p.add_argument(
+        "--from", dest="from_dir", type=Path, help="any folder of numbered frames instead of merged/"
+    )
     p.add_argument("--mask-from", type=Path, help="folder of numbered mask frames (default: merged_mask/)")
     p.add_argument("--fps", type=frame_rate, help="frame rate (default: the dst video's own)")
     p.add_argument("--audio", type=Path, help="take the sound from this file (default: the dst video)")
@@ -131,7 +136,9 @@ def cmd_make_video(args: argparse.Namespace) -> int:
     ext, lossless = VIDEO_FORMATS[fmt]
     bitrate = args.bitrate
     if bitrate is None:
-        bitrate = DEFAULT_BITRATE if lossless else prompts.ask_float("bitrate, Mbit/s", DEFAULT_BITRATE, 1, 1000)
+        bitrate = (
+            DEFAULT_BITRATE if lossless else prompts.ask_float("bitrate, Mbit/s", DEFAULT_BITRATE, 1, 1000)
+        )
     frames_dir = args.from_dir or ws.merged_dir
     if not frames_dir.is_dir():
         hint = "run `facelab merge` first" if args.from_dir is None else "check the path given to --from"
@@ -159,8 +166,9 @@ def cmd_make_video(args: argparse.Namespace) -> int:
             audio = Path(info.path)
 
     out = args.output or ws.root / f"result.{ext}"
-    result = encode_video(frames, out, fps, fmt=fmt, bitrate=bitrate, audio_from=audio,
-                          overwrite=args.overwrite, label=out.name)
+    result = encode_video(
+        frames, out, fps, fmt=fmt, bitrate=bitrate, audio_from=audio, overwrite=args.overwrite, label=out.name
+    )
     sound = f"sound from {audio.name}" if audio else "no sound"
     say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
 
@@ -171,7 +179,8 @@ def cmd_make_video(args: argparse.Namespace) -> int:
             say(f"no mask frames in {mask_dir}: skipping the mask video")
         else:
             mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
-            m = encode_video(masks, mask_out, fps, fmt=fmt, lossless=True, overwrite=args.overwrite,
-                             label=mask_out.name)
+            m = encode_video(
+                masks, mask_out, fps, fmt=fmt, lossless=True, overwrite=args.overwrite, label=mask_out.name
+            )
             say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import subprocess
 import tempfile
@@ -64,18 +65,14 @@ def run_ffmpeg(
                 except BrokenPipeError:
                     pass  # ffmpeg stopped reading; its stderr says why
                 finally:
-                    try:
+                    with contextlib.suppress(BrokenPipeError):
                         proc.stdin.close()
-                    except BrokenPipeError:
-                        pass
             if on_progress is not None:
                 for raw in proc.stdout:
                     line = raw.decode(errors="replace").strip()
                     if line.startswith("frame="):
-                        try:
+                        with contextlib.suppress(ValueError):
                             on_progress(int(line.split("=", 1)[1]))
-                        except ValueError:
-                            pass
             code = proc.wait()
         except BaseException:
             proc.kill()

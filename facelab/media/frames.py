@@ -57,7 +57,9 @@ def extract_frames(
     try:
         ensure_writable_dir(out_dir)
     except OSError as exc:
-        raise FacelabError(f"cannot write to {out_dir}: {exc.strerror}; choose a writable --workspace") from exc
+        raise FacelabError(
+            f"cannot write to {out_dir}: {exc.strerror}; choose a writable --workspace"
+        ) from exc
 
     expected = info.frame_count if fps is None else _expected_at_fps(info, fps)
     start = time.perf_counter()

@@ -40,11 +40,27 @@ def motion_clip(
 ) -> Path:
     n = round(seconds * fps)
     frames = (
-        cv2.warpAffine(image_bgr, motion_affine(i / fps, centre, crop_side, size), (size, size),
-                       flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+        cv2.warpAffine(
+            image_bgr,
+            motion_affine(i / fps, centre, crop_side, size),
+            (size, size),
+            flags=cv2.INTER_CUBIC,
+            borderMode=cv2.BORDER_REFLECT101,
+        )
         for i in range(n)
     )
-    args = ["-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size}x{size}", "-framerate", str(fps), "-i", "pipe:0"]
+    args = [
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "-s",
+        f"{size}x{size}",
+        "-framerate",
+        str(fps),
+        "-i",
+        "pipe:0",
+    ]
     if with_audio:
         # A voice-like tone: two partials with a syllable-rate envelope.
         expr = "0.25*(sin(2*PI*180*t)+0.5*sin(2*PI*360*t))*(0.55+0.45*sin(2*PI*3.7*t))"

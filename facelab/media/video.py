@@ -90,7 +90,18 @@ def encode_video(
     args = ["-f", "image2pipe", "-framerate", f"{fps.numerator}/{fps.denominator}", "-c:v", image_codec]
     args += ["-i", "pipe:0"]
     if audio_from is not None:
-        args += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", AUDIO_BITRATE]
+        args += [
+            "-i",
+            str(audio_from),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-c:a",
+            "aac",
+            "-b:a",
+            AUDIO_BITRATE,
+        ]
     else:
         args += ["-map", "0:v:0"]
     args += ["-vf", _VIDEO_FILTER, "-c:v", "libx264", "-preset", PRESET]
