@@ -7,6 +7,7 @@ registered in workflow order so `facelab --help` reads like the DeepFaceLab .bat
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -19,6 +20,9 @@ EPILOG = """\
 workflow (one workspace folder, as in DeepFaceLab):
   1. facelab extract-frames src      source video -> data_src/00001.jpg ...
   2. facelab extract-frames dst      destination video -> data_dst/ (every frame)
+  3. facelab extract-faces src       aligned source faces -> data_src/aligned/
+     facelab sort / filter / faceset clean the faceset (rejects go to aligned_trash/)
+  4. facelab extract-faces dst       aligned dst faces + debug images -> data_dst/aligned_debug/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE)
 """
@@ -48,7 +52,7 @@ def common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> Parser:
-    from facelab.cli import misc, video
+    from facelab.cli import faces, misc, video
 
     parser = Parser(
         prog="facelab",
@@ -61,6 +65,7 @@ def build_parser() -> Parser:
     common = common_options()
     misc.register_setup(sub, common)
     video.register_extract(sub, common)
+    faces.register(sub, common)
     video.register_make_video(sub, common)
     misc.register_demo(sub, common)
     return parser
@@ -77,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     progress.set_quiet(args.quiet)
+    if args.debug:
+        os.environ["FACELAB_DEBUG"] = "1"  # worker processes print their tracebacks too
     prompts.set_assume_yes(args.yes)
     try:
         return args.handler(args) or 0
