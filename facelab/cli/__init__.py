@@ -66,6 +66,7 @@ def build_parser() -> Parser:
     misc.register_setup(sub, common)
     video.register_extract(sub, common)
     faces.register(sub, common)
+    faces.register_faceset_tools(sub, common)
     video.register_make_video(sub, common)
     misc.register_demo(sub, common)
     return parser

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from facelab import prompts
 from facelab.errors import UsageError
 from facelab.faces.align import FACE_TYPE_ALIASES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
 from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, extract_faces
+from facelab.faces.faceset import load_faceset, move_to_trash, rename_in_order, restore_names
+from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, reference_descriptor
+from facelab.faces.sheet import write_sheets
+from facelab.faces.sort import sort_faceset
 from facelab.progress import say
 
 FACE_TYPE_CHOICES = ["half", "mid-full", "full", "whole", "head"]
@@ -52,10 +57,18 @@ def register(sub, common) -> None:
         "--format", choices=["jpg", "png"], default="jpg", help="aligned image type (default: jpg)"
     )
     p.add_argument("--detector", choices=list(DETECTORS), help=f"face detector (default: {DEFAULT_DETECTOR})")
-    p.add_argument("--debug-images", action=argparse.BooleanOptionalAction, default=None,
-                   help="write aligned_debug/<frame>.jpg (default: no for src, yes for dst)")  # fmt: skip
-    p.add_argument("--smooth", action=argparse.BooleanOptionalAction, default=None,
-                   help="smooth landmarks over time (default: yes for dst, no for src)")  # fmt: skip
+    p.add_argument(
+        "--debug-images",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write aligned_debug/<frame>.jpg (default: no for src, yes for dst)",
+    )
+    p.add_argument(
+        "--smooth",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="smooth landmarks over time (default: yes for dst, no for src)",
+    )
     p.add_argument("--workers", type=int_in(1, 64), help="worker processes (default: one per core)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier aligned faces and start again")
     p.set_defaults(handler=cmd_extract_faces)
@@ -75,15 +88,17 @@ def cmd_extract_faces(args: argparse.Namespace) -> int:
     default_size = 768 if face_type == "head" else 512
     opts = ExtractOptions(
         face_type=face_type,
-        max_faces=args.max_faces if args.max_faces is not None
+        max_faces=args.max_faces
+        if args.max_faces is not None
         else prompts.ask_int("max faces per frame, 0 = all", 0, 0, 100),
         size=args.size or prompts.ask_int("aligned image size", default_size, 256, 2048),
         jpeg_quality=args.jpeg_quality or prompts.ask_int("JPEG quality", 90, 1, 100),
         detector=args.detector or prompts.ask_choice("detector", DEFAULT_DETECTOR, list(DETECTORS)),
         image_format=args.format,
-        debug_images=args.debug_images if args.debug_images is not None
+        debug_images=args.debug_images
+        if args.debug_images is not None
         else prompts.ask_bool("write debug images", side == "dst"),
-    )  # fmt: skip
+    )
     smooth = args.smooth if args.smooth is not None else side == "dst"
     if smooth:
         opts.smooth_fps = _video_fps(ws, side)
@@ -95,8 +110,10 @@ def cmd_extract_faces(args: argparse.Namespace) -> int:
     )
 
     rate = s.processed / s.seconds if s.seconds > 0 else 0.0
-    say(f"{s.frames} frames: {s.processed} processed in {s.seconds:.1f} s ({rate:.1f} frames/s), "
-        f"{s.skipped} already done; {s.faces} faces written -> {ws.aligned_dir(side)}")  # fmt: skip
+    say(
+        f"{s.frames} frames: {s.processed} processed in {s.seconds:.1f} s ({rate:.1f} frames/s), "
+        f"{s.skipped} already done; {s.faces} faces written -> {ws.aligned_dir(side)}"
+    )
     if s.no_face:
         say(f"{len(s.no_face)} frames with no face (listed in {ws.aligned_dir(side) / NO_FACE_LIST})")
     if s.unreadable:
@@ -116,3 +133,168 @@ def _video_fps(ws, side: str) -> float:
         except (ValueError, KeyError):
             pass
     return 30.0
+
+
+SORT_METHODS = [
+    "blur",
+    "motion-blur",
+    "face-yaw",
+    "face-pitch",
+    "source-rect-size",
+    "hist",
+    "hist-dissim",
+    "brightness",
+    "hue",
+    "black",
+    "origname",
+    "oneface",
+    "best",
+    "identity",
+]
+
+
+def register_faceset_tools(sub, common) -> None:
+    p = sub.add_parser(
+        "sort",
+        parents=[common],
+        help="sort or thin out aligned faces (rejects move to aligned_trash/)",
+        description="Sort data_<side>/aligned/ by a method and rename the faces 00000.jpg … in that order. "
+        "Faces that a method rejects (oneface, best, --trash-worst) move to aligned_trash/; nothing is "
+        "deleted. --restore-names undoes the renaming.",
+    )
+    p.add_argument("side", choices=["src", "dst"])
+    p.add_argument("--by", choices=SORT_METHODS, help="sort method (default: blur)")
+    p.add_argument(
+        "--target",
+        type=int_in(1, 1_000_000),
+        default=2000,
+        help="best: how many faces to keep (default: 2000)",
+    )
+    p.add_argument(
+        "--trash-worst",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="move the last PCT %% of the sorted order to the trash (default: 0)",
+    )
+    p.add_argument("--restore-names", action="store_true", help="undo earlier sorting renames")
+    p.add_argument("--dry-run", action="store_true", help="print what would happen, change nothing")
+    p.set_defaults(handler=cmd_sort)
+
+    p = sub.add_parser(
+        "filter",
+        parents=[common],
+        help="keep only the faces of the person in a reference photo",
+        description="Compare every aligned face with the face in --reference (dlib 128-D descriptors) and "
+        "move the faces of other people to aligned_trash/.",
+    )
+    p.add_argument("side", choices=["src", "dst"])
+    p.add_argument("--reference", type=Path, required=True, help="a photo showing only the person to keep")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"largest descriptor distance for the same person (default: {DEFAULT_THRESHOLD})",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print what would happen, change nothing")
+    p.set_defaults(handler=cmd_filter)
+
+    p = sub.add_parser("faceset", parents=[common], help="faceset tools: `faceset sheet src|dst`")
+    fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sheet = fsub.add_parser(
+        "sheet",
+        parents=[common],
+        help="contact sheet of the aligned faces",
+        description="Write data_<side>/aligned_sheet_01.jpg …: thumbnails with file names.",
+    )
+    sheet.add_argument("side", choices=["src", "dst"])
+    sheet.add_argument("--columns", type=int_in(1, 50), default=10, help="thumbnails per row (default: 10)")
+    sheet.add_argument("--thumb", type=int_in(32, 512), default=128, help="thumbnail size (default: 128)")
+    sheet.add_argument(
+        "--per-sheet", type=int_in(1, 5000), default=200, help="faces per sheet (default: 200)"
+    )
+    sheet.set_defaults(handler=cmd_sheet)
+
+
+def _report_broken(fs) -> None:
+    if fs.broken:
+        first = fs.broken[0]
+        say(f"skipped {len(fs.broken)} images without usable face metadata ({first[0].name}: {first[1]})")
+
+
+def cmd_sort(args: argparse.Namespace) -> int:
+    from facelab.cli import workspace_from
+
+    ws = workspace_from(args)
+    folder = ws.aligned_dir(args.side)
+    if args.restore_names:
+        if args.dry_run:
+            say(f"would restore {len(_pending_names(folder))} original names in {folder}")
+            return 0
+        say(f"restored {restore_names(folder)} original names in {folder}")
+        return 0
+    if not 0 <= args.trash_worst < 100:
+        raise UsageError(f"--trash-worst must be from 0 to 100 (below), not {args.trash_worst:g}")
+    method = args.by or prompts.ask_choice("sort method", "blur", SORT_METHODS)
+    fs = load_faceset(folder)
+    _report_broken(fs)
+    descriptors = face_descriptors(fs.faces) if method == "identity" else None
+    keep, trash = sort_faceset(fs.faces, method, target=args.target, descriptors=descriptors)
+    if args.trash_worst:
+        cut = len(keep) - int(round(len(keep) * args.trash_worst / 100))
+        keep, trash = keep[:cut], trash + keep[cut:]
+    if args.dry_run:
+        say(f"would sort {len(keep)} faces by {method} and move {len(trash)} to {fs.trash_dir}")
+        for i, f in enumerate(keep[:20]):
+            say(f"  {f.path.name} -> {i:05d}{f.path.suffix.lower()}")
+        for f in trash[:20]:
+            say(f"  {f.path.name} -> {fs.trash_dir.name}/")
+        return 0
+    if trash:
+        move_to_trash(fs, trash)
+    rename_in_order(fs, keep)
+    moved = f"; {len(trash)} moved to {fs.trash_dir}" if trash else ""
+    say(f"sorted {len(keep)} faces by {method} in {folder}{moved}")
+    say(f"undo the renaming with `facelab sort {args.side} --restore-names`")
+    return 0
+
+
+def _pending_names(folder: Path) -> dict:
+    from facelab.faces.faceset import NAMES_FILE
+
+    path = folder / NAMES_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def cmd_filter(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from facelab.cli import workspace_from
+
+    ws = workspace_from(args)
+    if not args.threshold > 0:
+        raise UsageError(f"--threshold must be positive, not {args.threshold:g}")
+    ref = reference_descriptor(args.reference)
+    fs = load_faceset(ws.aligned_dir(args.side))
+    _report_broken(fs)
+    dist = np.linalg.norm(face_descriptors(fs.faces) - ref, axis=1)
+    others = [f for f, d in zip(fs.faces, dist, strict=True) if d > args.threshold]
+    kept = len(fs.faces) - len(others)
+    if args.dry_run:
+        say(f"would keep {kept} faces of the person in {args.reference.name}, move {len(others)} to trash")
+        return 0
+    if others:
+        move_to_trash(fs, others)
+    say(f"kept {kept} faces of the person in {args.reference.name}; moved {len(others)} to {fs.trash_dir}")
+    return 0
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    from facelab.cli import workspace_from
+
+    ws = workspace_from(args)
+    fs = load_faceset(ws.aligned_dir(args.side))
+    _report_broken(fs)
+    paths = write_sheets(fs, ws.frames_dir(args.side), args.columns, args.thumb, args.per_sheet)
+    say(f"{len(fs.faces)} faces on {len(paths)} sheets: " + ", ".join(str(p) for p in paths))
+    return 0

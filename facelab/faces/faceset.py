@@ -1,0 +1,125 @@
+"""A folder of aligned faces: loading with metadata, trash, renames that can be undone.
+
+Rejected faces move to `<aligned>_trash/` and are never deleted. Sorting renames faces to
+`00000.jpg, 00001.jpg …`; `aligned/.names.json` remembers every face's original name so
+`facelab sort --restore-names` can put them back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facelab.errors import FacelabError
+from facelab.faces import meta
+from facelab.fsutil import fsync_dir, write_json_atomic
+from facelab.workspace import IMAGE_EXTS
+
+NAMES_FILE = ".names.json"
+
+
+@dataclass
+class AlignedFace:
+    path: Path
+    meta: meta.FaceMeta
+
+    def image(self) -> np.ndarray:
+        img = cv2.imdecode(np.fromfile(self.path, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise FacelabError(f"{self.path} cannot be decoded: the image is damaged; move it away")
+        return img
+
+
+@dataclass
+class Faceset:
+    folder: Path
+    faces: list[AlignedFace]
+    broken: list[tuple[Path, str]]  # files skipped: no or damaged metadata
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.folder.with_name(self.folder.name + "_trash")
+
+
+def load_faceset(folder: Path) -> Faceset:
+    if not folder.is_dir():
+        raise FacelabError(f"{folder} does not exist: run `facelab extract-faces` first")
+    faces, broken = [], []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        try:
+            faces.append(AlignedFace(p, meta.read(p)))
+        except meta.MetadataError as exc:
+            broken.append((p, str(exc)))
+    if not faces:
+        extra = f" ({len(broken)} images without face metadata)" if broken else ""
+        raise FacelabError(f"{folder} holds no aligned faces{extra}: run `facelab extract-faces` first")
+    return Faceset(folder, faces, broken)
+
+
+def move_to_trash(fs: Faceset, faces: list[AlignedFace]) -> Path:
+    trash = fs.trash_dir
+    trash.mkdir(exist_ok=True)
+    for f in faces:
+        target = trash / f.path.name
+        n = 1
+        while target.exists():
+            target = trash / f"{f.path.stem}~{n}{f.path.suffix}"
+            n += 1
+        os.replace(f.path, target)
+    fsync_dir(trash)
+    fsync_dir(fs.folder)
+    return trash
+
+
+def _names(folder: Path) -> dict[str, str]:
+    path = folder / NAMES_FILE
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text()))
+    except ValueError as exc:
+        raise FacelabError(f"{path} is damaged ({exc}): original names cannot be restored") from exc
+
+
+def rename_in_order(fs: Faceset, ordered: list[AlignedFace]) -> None:
+    """Rename to 00000.ext … in this order, remembering each face's original name."""
+    originals = _names(fs.folder)
+    plan = [(f.path, fs.folder / f"{i:05d}{f.path.suffix.lower()}") for i, f in enumerate(ordered)]
+    new_map = {new.name: originals.get(old.name, old.name) for old, new in plan}
+    keep = {k: v for k, v in originals.items() if k not in {old.name for old, _ in plan}}
+    write_json_atomic(fs.folder / NAMES_FILE, keep | new_map)  # first, so a kill loses no name
+    _two_phase_rename(fs.folder, plan)
+
+
+def restore_names(folder: Path) -> int:
+    originals = _names(folder)
+    plan = [
+        (folder / new, folder / old)
+        for new, old in originals.items()
+        if (folder / new).exists() and new != old
+    ]
+    _two_phase_rename(folder, plan)
+    (folder / NAMES_FILE).unlink(missing_ok=True)
+    return len(plan)
+
+
+def _two_phase_rename(folder: Path, plan: list[tuple[Path, Path]]) -> None:
+    sources = {old for old, _ in plan}
+    for _, new in plan:
+        if new.exists() and new not in sources:
+            raise FacelabError(f"{new} is in the way of renaming: move it away first; nothing was renamed")
+    temps = []
+    for i, (old, new) in enumerate(plan):
+        tmp = folder / f".renaming-{i}{old.suffix}"
+        os.replace(old, tmp)
+        temps.append((tmp, new))
+    for tmp, new in temps:
+        os.replace(tmp, new)
+    fsync_dir(folder)
