@@ -187,23 +187,18 @@ def _best(faces: list[AlignedFace], target: int) -> tuple[list[AlignedFace], lis
     pitches = np.array([pitch(f) for f in faces])
     sharp = np.array([sharpness(f) for f in faces])
     yaw_bins = 128
-    quota = max(1, round(target / yaw_bins))
     ybin = np.clip(((yaws + 1.2) / 2.4 * yaw_bins).astype(int), 0, yaw_bins - 1)
+    counts = np.bincount(ybin, minlength=yaw_bins)
+    wants = _share(counts, target)
     chosen: list[int] = []
-    shortfall = 0
-    for b in range(yaw_bins):
+    for b in np.nonzero(wants)[0]:
+        want = int(wants[b])
         idx = np.where(ybin == b)[0]
-        want = quota + shortfall
-        if len(idx) <= want:
-            chosen += idx.tolist()
-            shortfall = want - len(idx)
-            continue
-        shortfall = 0
         idx = idx[np.argsort(-sharp[idx])][: want * 10]  # the sharpest candidates
         pbins = np.clip(((pitches[idx] + math.pi / 2) / math.pi * want).astype(int), 0, want - 1)
         buckets = [list(idx[pbins == p]) for p in range(want)]
         picked: list[int] = []
-        while len(picked) < want and any(buckets):
+        while len(picked) < want:  # round-robin over pitch bins, sharpest first in each
             for bucket in buckets:
                 if bucket and len(picked) < want:
                     picked.append(bucket.pop(0))
@@ -211,6 +206,20 @@ def _best(faces: list[AlignedFace], target: int) -> tuple[list[AlignedFace], lis
     keep_set = set(chosen)
     keep = [faces[i] for i in sorted(keep_set, key=lambda i: -sharp[i])]
     return keep, [f for i, f in enumerate(faces) if i not in keep_set]
+
+
+def _share(counts: np.ndarray, target: int) -> np.ndarray:
+    """Split `target` over bins as evenly as their counts allow (water-filling)."""
+    q = 0
+    while np.minimum(counts, q + 1).sum() <= target and q < counts.max():
+        q += 1
+    wants = np.minimum(counts, q)
+    for b in np.argsort(-counts, kind="stable"):  # hand out the remainder, fullest bins first
+        if wants.sum() >= target:
+            break
+        if counts[b] > wants[b]:
+            wants[b] += 1
+    return wants
 
 
 def identity_order(desc: np.ndarray, threshold: float = 0.5) -> list[int]:

@@ -78,7 +78,7 @@ def landmark_box(landmarks: np.ndarray) -> Rect:
 class OneEuro:
     """One Euro filter (Casiez et al. 2012) over an array, in units of the face size per second."""
 
-    def __init__(self, fps: float, min_cutoff: float = 1.2, beta: float = 0.6, d_cutoff: float = 1.0):
+    def __init__(self, fps: float, min_cutoff: float = 1.5, beta: float = 3.0, d_cutoff: float = 1.0):
         self.dt = 1.0 / fps
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
         self.x: np.ndarray | None = None
