@@ -69,3 +69,37 @@ def test_info_reports_what_a_bug_report_needs():
 def test_no_command_prints_help():
     proc = run_cli()
     assert proc.returncode == 2 and "commands, in workflow order" in proc.stdout
+
+
+def test_prompts_on_a_tty_show_default_and_range(tmp_path: Path, clip: Path):
+    """On a terminal, extract-frames asks for fps and format; Enter takes the defaults."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "facelab", "extract-frames", "src", "--input", str(clip), "-w", str(tmp_path / "ws")]
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.time() + 60
+    answered = 0
+    while time.time() < deadline:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+        while seen.count(b"): ") > answered:
+            os.write(master, b"\n")
+            answered += 1
+    proc.wait(timeout=60)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "[0.0] frames per second to keep, 0 = every frame (0.0-240.0)" in text
+    assert "[jpg] frame image type (jpg/png)" in text
+    assert len(list((tmp_path / "ws" / "data_src").glob("*.jpg"))) == 50

@@ -60,6 +60,7 @@ def register_demo(sub, common) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from facelab.demo import make_sample_videos
+    from facelab.faces.extract import ExtractOptions, extract_faces
     from facelab.media.frames import extract_frames
     from facelab.media.probe import probe_video
     from facelab.media.video import collect_frames, encode_video
@@ -75,15 +76,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
             videos[side], ws.frames_dir(side), overwrite=True, info_path=ws.video_info_path(side)
         )
         say(f"step {1 if side == 'src' else 2}: {r.count} {side} frames -> {ws.frames_dir(side)}")
+    for side in ("src", "dst"):
+        opts = ExtractOptions(debug_images=side == "dst", smooth_fps=25.0 if side == "dst" else None)
+        debug = ws.aligned_debug_dir(side) if side == "dst" else None
+        s = extract_faces(ws.frames_dir(side), ws.aligned_dir(side), opts, debug_dir=debug, overwrite=True)
+        step = 3 if side == "src" else 4
+        say(f"step {step}: {s.faces} {side} faces in {s.frames} frames -> {ws.aligned_dir(side)}")
     dst = probe_video(videos["dst"])
     frames = collect_frames(ws.frames_dir("dst"), start=1)
     out = ws.root / "result.mp4"
     r = encode_video(frames, out, dst.fps_fraction, audio_from=Path(dst.path), overwrite=True, label=out.name)
     say(f"step 7: {r.frames} frames with the dst sound -> {out}")
     say(f"done in {time.perf_counter() - start:.0f} s")
+    say(f"debug images (landmarks, detector box, crop): {ws.aligned_debug_dir('dst')}")
     say(
-        "Face extraction, training and merging are not built yet, so result.mp4 is the dst clip rebuilt "
-        "from its frames with its sound. For your own videos: put data_src.mp4 and data_dst.mp4 in a "
-        "workspace and run `facelab extract-frames src` and `facelab extract-frames dst`."
+        "Training and merging are not built yet, so result.mp4 is the dst clip rebuilt from its frames "
+        "with its sound. For your own videos: put data_src.mp4 and data_dst.mp4 in a workspace and run "
+        "`facelab extract-frames src`, `extract-frames dst`, `extract-faces src` and `extract-faces dst`."
     )
     return 0
