@@ -80,7 +80,8 @@ def test_prompts_on_a_tty_show_default_and_range(tmp_path: Path, clip: Path):
     import time
 
     master, slave = pty.openpty()
-    cmd = [sys.executable, "-m", "facelab", "extract-frames", "src", "--input", str(clip), "-w", str(tmp_path / "ws")]
+    ws = tmp_path / "ws"
+    cmd = [sys.executable, "-m", "facelab", "extract-frames", "src", "--input", str(clip), "-w", str(ws)]
     proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     seen = b""
@@ -102,4 +103,4 @@ def test_prompts_on_a_tty_show_default_and_range(tmp_path: Path, clip: Path):
     assert proc.returncode == 0, text
     assert "[0.0] frames per second to keep, 0 = every frame (0.0-240.0)" in text
     assert "[jpg] frame image type (jpg/png)" in text
-    assert len(list((tmp_path / "ws" / "data_src").glob("*.jpg"))) == 50
+    assert len(list((ws / "data_src").glob("*.jpg"))) == 50
