@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from facelab import prompts
+from facelab.cli.argtypes import int_in
 from facelab.errors import UsageError
 from facelab.faces.align import FACE_TYPE_ALIASES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
@@ -18,19 +19,6 @@ from facelab.faces.sort import sort_faceset
 from facelab.progress import say
 
 FACE_TYPE_CHOICES = ["half", "mid-full", "full", "whole", "head"]
-
-
-def int_in(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, not {value}")
-        return value
-
-    return parse
 
 
 def register(sub, common) -> None:

@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from fractions import Fraction
 from pathlib import Path
 
 from facelab import prompts
+from facelab.cli.argtypes import frame_rate, positive_float
 from facelab.errors import FacelabError, UsageError
 from facelab.media.frames import FRAME_FORMATS, extract_frames
 from facelab.media.probe import VideoInfo, probe_video
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
 from facelab.progress import say
 from facelab.workspace import Workspace
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def frame_rate(text: str) -> Fraction:
-    try:
-        value = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (25, 29.97 or 30000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
 
 
 def register_extract(sub, common) -> None:
