@@ -97,6 +97,8 @@ def cmd_extract_faces(args: argparse.Namespace) -> int:
         ws.frames_dir(side), ws.aligned_dir(side), opts, debug_dir=debug_dir, overwrite=args.overwrite
     )
 
+    if s.replaced:
+        say(f"removed {s.replaced} earlier aligned faces (--overwrite)")
     rate = s.processed / s.seconds if s.seconds > 0 else 0.0
     say(
         f"{s.frames} frames: {s.processed} processed in {s.seconds:.1f} s ({rate:.1f} frames/s), "

@@ -67,6 +67,7 @@ class ExtractSummary:
     faces: int = 0  # faces written in this run
     no_face: list[str] = field(default_factory=list)  # all frames without a face
     unreadable: list[str] = field(default_factory=list)
+    replaced: int = 0  # earlier aligned faces removed by --overwrite
     ignored_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -264,6 +265,7 @@ def extract_faces(
     settings, done = read_journal(aligned_dir)
     existing = [p for p in aligned_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS]
     if overwrite:
+        summary.replaced = len(existing)
         for p in existing + _debug_images(debug_dir):
             p.unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -281,10 +283,14 @@ def extract_faces(
             "use the same options to continue, or pass --overwrite to start again"
         )
 
-    todo = [f for f in frames if f.name not in done
-            or not _outputs_valid(aligned_dir, f, done[f.name], opts.image_format)]  # fmt: skip
-    summary.skipped = len(frames) - len(todo)
-    faces_by_frame = {name: n for name, n in done.items() if name not in {f.name for f in todo}}
+    finished = {
+        f.name
+        for f in frames
+        if f.name in done and _outputs_valid(aligned_dir, f, done[f.name], opts.image_format)
+    }
+    todo = [f for f in frames if f.name not in finished]
+    summary.skipped = len(finished)
+    faces_by_frame = {name: done[name] for name in finished}
 
     with open(aligned_dir / JOURNAL, "a") as journal:
         if settings is None:
