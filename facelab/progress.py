@@ -12,10 +12,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def bar(total: int | None, desc: str, unit: str = "frame") -> tqdm:
     return tqdm(
         total=total,

@@ -23,8 +23,6 @@ FACE_TYPE_ALIASES = {
 }  # fmt: skip
 # Padding around the mean-face square; crop side = square side * (1 + 2*sqrt(2)*padding).
 PADDING = {"half_face": 0.0, "midfull_face": 0.0675, "full_face": 0.2109375, "whole_face": 0.40, "head": 0.70}
-# How much of the face each type covers, to check a faceset is large enough for a model.
-COVERAGE_ORDER = {name: i for i, name in enumerate(FACE_TYPES)}
 
 # Mean face in a unit square: 68-point landmarks 17..67 (brows, nose, eyes, mouth).
 _MEAN_FACE_17_67 = np.array([

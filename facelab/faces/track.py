@@ -22,7 +22,7 @@ from facelab.faces.align import FIT_INDICES, MEAN_FACE, transform_points, umeyam
 from facelab.faces.detect import Detector, Face, LandmarkModel, Rect
 
 DETECT_LONG_SIDE = 480  # detection runs on a copy no larger than this
-MIN_FACE_PX = 40  # faces smaller than this (eye-to-mouth box side) are rejected
+MIN_FACE_PX = 40  # faces whose mean-face square (about brow to chin) is smaller are rejected
 MAX_SHAPE_ERROR = 0.075  # RMS landmark distance from the mean face, in face-square units
 MIN_APPEARANCE = 0.5  # correlation of a followed face with its look in the previous frame
 MAX_UNCONFIRMED = 4  # detection rounds a followed face may go unseen by the detector
