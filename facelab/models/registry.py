@@ -1,0 +1,95 @@
+"""One registry and one factory: `create_model("saehd", resolution=128, archi="liae-ud")`.
+
+A model's folder holds `config.json` (name and options) and `model.safetensors`, so it
+describes itself and loads without running any code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from facelab.fsutil import atomic_path, write_json_atomic
+from facelab.models.archi import Autoencoder
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+# name -> (builder, default architecture options)
+_REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
+
+
+def register_model(name: str, defaults: dict):
+    def wrap(builder: Callable[..., nn.Module]):
+        _REGISTRY[name] = (builder, defaults)
+        return builder
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_options(name: str, **options) -> dict:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(list_models())}")
+    defaults = _REGISTRY[name][1]
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(sorted(unknown))}")
+    return defaults | options
+
+
+def create_model(name: str, **options) -> nn.Module:
+    opts = model_options(name, **options)
+    model = _REGISTRY[name][0](**opts)
+    model.config = {"name": name, **opts}
+    return model
+
+
+def save_model(model: nn.Module, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    write_json_atomic(folder / CONFIG, model.config)
+
+
+def load_model(folder: Path) -> nn.Module:
+    config = json.loads((folder / CONFIG).read_text())
+    name = config.pop("name")
+    model = create_model(name, **config)
+    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    return model
+
+
+@register_model("quick96", {"resolution": 96, "archi": "df-ud", "ae_dims": 128, "e_dims": 64, "d_dims": 64,
+                            "d_mask_dims": 16})  # fmt: skip
+def quick96(**opts) -> nn.Module:
+    """DeepFaceLab's fixed beginner model: 96 px full face, df-ud, 38 M parameters.
+
+    The trainer uses the defaults; other values exist for tiny test models."""
+    return Autoencoder(**opts)
+
+
+def _check_saehd(resolution: int, ae_dims: int, e_dims: int, d_dims: int, d_mask_dims: int, **_) -> None:
+    if not 64 <= resolution <= 640:
+        raise ValueError(f"resolution must be 64-640, not {resolution}")
+    if not 32 <= ae_dims <= 1024:
+        raise ValueError(f"ae_dims must be 32-1024, not {ae_dims}")
+    for key, value in (("e_dims", e_dims), ("d_dims", d_dims), ("d_mask_dims", d_mask_dims)):
+        if not (16 <= value <= 256 and value % 2 == 0):
+            raise ValueError(f"{key} must be even, 16-256, not {value}")
+
+
+@register_model("saehd", {"resolution": 128, "archi": "liae-ud", "ae_dims": 256, "e_dims": 64, "d_dims": 64,
+                          "d_mask_dims": 22})  # fmt: skip
+def saehd(**opts) -> nn.Module:
+    """SAEHD's network: DF or LIAE with any of -u, -d, -t (training options come with the trainer)."""
+    _check_saehd(**opts)
+    return Autoencoder(**opts)
