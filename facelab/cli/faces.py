@@ -12,7 +12,7 @@ from facelab.errors import UsageError
 from facelab.faces.align import FACE_TYPE_ALIASES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
 from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, extract_faces
-from facelab.faces.faceset import load_faceset, move_to_trash, rename_in_order, restore_names
+from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
 from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, reference_descriptor
 from facelab.faces.sheet import write_sheets
 from facelab.faces.sort import sort_faceset
@@ -219,7 +219,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
     folder = ws.aligned_dir(args.side)
     if args.restore_names:
         if args.dry_run:
-            say(f"would restore {len(_pending_names(folder))} original names in {folder}")
+            say(f"would restore {len(original_names(folder))} original names in {folder}")
             return 0
         say(f"restored {restore_names(folder)} original names in {folder}")
         return 0
@@ -247,13 +247,6 @@ def cmd_sort(args: argparse.Namespace) -> int:
     say(f"sorted {len(keep)} faces by {method} in {folder}{moved}")
     say(f"undo the renaming with `facelab sort {args.side} --restore-names`")
     return 0
-
-
-def _pending_names(folder: Path) -> dict:
-    from facelab.faces.faceset import NAMES_FILE
-
-    path = folder / NAMES_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def cmd_filter(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def move_to_trash(fs: Faceset, faces: list[AlignedFace]) -> Path:
     return trash
 
 
-def _names(folder: Path) -> dict[str, str]:
+def original_names(folder: Path) -> dict[str, str]:
     path = folder / NAMES_FILE
     if not path.exists():
         return {}
@@ -90,7 +90,7 @@ def _names(folder: Path) -> dict[str, str]:
 
 def rename_in_order(fs: Faceset, ordered: list[AlignedFace]) -> None:
     """Rename to 00000.ext … in this order, remembering each face's original name."""
-    originals = _names(fs.folder)
+    originals = original_names(fs.folder)
     plan = [(f.path, fs.folder / f"{i:05d}{f.path.suffix.lower()}") for i, f in enumerate(ordered)]
     new_map = {new.name: originals.get(old.name, old.name) for old, new in plan}
     keep = {k: v for k, v in originals.items() if k not in {old.name for old, _ in plan}}
@@ -99,7 +99,7 @@ def rename_in_order(fs: Faceset, ordered: list[AlignedFace]) -> None:
 
 
 def restore_names(folder: Path) -> int:
-    originals = _names(folder)
+    originals = original_names(folder)
     plan = [
         (folder / new, folder / old)
         for new, old in originals.items()
