@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from facelab.faces import meta
+from facelab.faces.track import landmark_jitter
 from facelab.media.ffmpeg import ffmpeg_exe
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -34,16 +33,9 @@ def cli(*args) -> str:
     return proc.stdout
 
 
-def jitter(aligned: Path) -> float:
-    by_frame = {}
-    for p in sorted(aligned.glob("*_0.jpg")):
-        by_frame[int(p.stem.split("_")[0])] = meta.read(p).source_landmarks
-    steps = []
-    for n, pts in by_frame.items():
-        if n + 1 in by_frame:
-            iod = np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0))
-            steps.append(np.linalg.norm(by_frame[n + 1] - pts, axis=1).mean() / iod)
-    return float(np.mean(steps))
+def jitter(aligned: Path, frames: int) -> float:
+    by_frame = {int(p.stem.split("_")[0]): meta.read(p).source_landmarks for p in aligned.glob("*_0.jpg")}
+    return landmark_jitter([by_frame.get(n) for n in range(1, frames + 1)])
 
 
 def bench(video: Path, side: str, work: Path) -> dict:
@@ -57,7 +49,7 @@ def bench(video: Path, side: str, work: Path) -> dict:
         seconds = time.perf_counter() - t
         aligned = ws / f"data_{side}" / "aligned"
         key = "smoothed" if smooth == "--smooth" else "raw"
-        row[f"jitter_{key}"] = round(jitter(aligned), 4)
+        row[f"jitter_{key}"] = round(jitter(aligned, frames), 4)
         if key == "raw":
             with_face = {p.stem.split("_")[0] for p in aligned.glob("*.jpg")}
             row["fps"] = round(frames / seconds, 1)

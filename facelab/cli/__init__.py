@@ -10,11 +10,10 @@ import argparse
 import os
 import sys
 import traceback
-from pathlib import Path
 
 from facelab import __version__, progress, prompts
+from facelab.cli.common import common_options
 from facelab.errors import FacelabError, UsageError
-from facelab.workspace import Workspace, default_workspace
 
 EPILOG = """\
 workflow (one workspace folder, as in DeepFaceLab):
@@ -33,22 +32,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def common_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    g = common.add_argument_group("common options")
-    g.add_argument(
-        "--workspace",
-        "-w",
-        type=Path,
-        default=None,
-        help="workspace folder (default: $FACELAB_WORKSPACE or ./workspace)",
-    )
-    g.add_argument("--yes", "-y", action="store_true", help="take every default without asking")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
-    g.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    return common
 
 
 def build_parser() -> Parser:
@@ -70,10 +53,6 @@ def build_parser() -> Parser:
     video.register_make_video(sub, common)
     misc.register_demo(sub, common)
     return parser
-
-
-def workspace_from(args: argparse.Namespace) -> Workspace:
-    return Workspace(Path(args.workspace) if args.workspace else default_workspace())
 
 
 def main(argv: list[str] | None = None) -> int:

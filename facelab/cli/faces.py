@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from facelab import prompts
 from facelab.cli.argtypes import int_in
+from facelab.cli.common import workspace_from
 from facelab.errors import UsageError
 from facelab.faces.align import FACE_TYPE_ALIASES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
@@ -16,6 +16,7 @@ from facelab.faces.faceset import load_faceset, move_to_trash, original_names, r
 from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, reference_descriptor
 from facelab.faces.sheet import write_sheets
 from facelab.faces.sort import sort_faceset
+from facelab.media.probe import read_video_record
 from facelab.progress import say
 
 FACE_TYPE_CHOICES = ["half", "mid-full", "full", "whole", "head"]
@@ -63,8 +64,6 @@ def register(sub, common) -> None:
 
 
 def cmd_extract_faces(args: argparse.Namespace) -> int:
-    from facelab.cli import workspace_from
-
     ws = workspace_from(args)
     side = args.side
     face_help = "How much of the head each aligned face shows."
@@ -116,13 +115,9 @@ def cmd_extract_faces(args: argparse.Namespace) -> int:
 
 
 def _video_fps(ws, side: str) -> float:
-    path = ws.video_info_path(side)
-    if path.exists():
-        try:
-            return float(json.loads(path.read_text())["fps_float"])
-        except (ValueError, KeyError):
-            pass
-    return 30.0
+    """The frame rate landmark smoothing works at: the video's own, or 30 for loose frames."""
+    record = read_video_record(ws.video_info_path(side))
+    return float(record[0].fps_fraction) if record else 30.0
 
 
 SORT_METHODS = [
@@ -213,8 +208,6 @@ def _report_broken(fs) -> None:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
-    from facelab.cli import workspace_from
-
     ws = workspace_from(args)
     folder = ws.aligned_dir(args.side)
     if args.restore_names:
@@ -252,8 +245,6 @@ def cmd_sort(args: argparse.Namespace) -> int:
 def cmd_filter(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from facelab.cli import workspace_from
-
     ws = workspace_from(args)
     if not args.threshold > 0:
         raise UsageError(f"--threshold must be positive, not {args.threshold:g}")
@@ -273,8 +264,6 @@ def cmd_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_sheet(args: argparse.Namespace) -> int:
-    from facelab.cli import workspace_from
-
     ws = workspace_from(args)
     fs = load_faceset(ws.aligned_dir(args.side))
     _report_broken(fs)

@@ -6,7 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
+from facelab.cli.common import workspace_from
 from facelab.progress import say
+from facelab.workspace import Workspace
 
 
 def register_setup(sub, common) -> None:
@@ -35,8 +37,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_workspace_init(args: argparse.Namespace) -> int:
-    from facelab.cli import workspace_from
-    from facelab.workspace import Workspace
 
     ws = Workspace(args.dir) if args.dir else workspace_from(args)
     created = ws.init()
@@ -64,7 +64,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from facelab.media.frames import extract_frames
     from facelab.media.probe import probe_video
     from facelab.media.video import collect_frames, encode_video
-    from facelab.workspace import Workspace
 
     ws = Workspace(args.workspace or Path("demo-workspace"))
     start = time.perf_counter()

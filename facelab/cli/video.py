@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from facelab import prompts
 from facelab.cli.argtypes import frame_rate, positive_float
+from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
 from facelab.media.frames import FRAME_FORMATS, extract_frames
-from facelab.media.probe import VideoInfo, probe_video
+from facelab.media.probe import VideoInfo, probe_video, read_video_record
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
 from facelab.progress import say
 from facelab.workspace import Workspace
@@ -39,8 +39,6 @@ def register_extract(sub, common) -> None:
 
 
 def cmd_extract_frames(args: argparse.Namespace) -> int:
-    from facelab.cli import workspace_from
-
     ws = workspace_from(args)
     if args.side == "dst" and args.fps is not None:
         raise UsageError("--fps is not allowed for dst: every dst frame is needed to rebuild the video")
@@ -95,13 +93,9 @@ def register_make_video(sub, common) -> None:
 def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
     """The dst video's record from extract-frames (with the number of frames written),
     else a fresh probe of data_dst.*, else nothing."""
-    path = ws.video_info_path("dst")
-    if path.exists():
-        try:
-            record = json.loads(path.read_text())
-            return VideoInfo.from_json(record), int(record["frames_written"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise FacelabError(f"{path} is damaged ({exc}): run `facelab extract-frames dst` again") from exc
+    record = read_video_record(ws.video_info_path("dst"))
+    if record is not None:
+        return record
     try:
         return probe_video(ws.find_video("dst")), None
     except FacelabError:
@@ -109,8 +103,6 @@ def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
 
 
 def cmd_make_video(args: argparse.Namespace) -> int:
-    from facelab.cli import workspace_from
-
     ws = workspace_from(args)
     fmt = args.format or prompts.ask_choice("output format", "mp4", list(VIDEO_FORMATS))
     ext, lossless = VIDEO_FORMATS[fmt]

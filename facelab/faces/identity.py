@@ -5,6 +5,7 @@ Two faces of one person are usually closer than 0.6; we filter at 0.55 by defaul
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing as mp
 import os
@@ -50,21 +51,19 @@ def _face_descriptor(face: AlignedFace) -> np.ndarray:
 
 
 def face_descriptors(faces: list[AlignedFace], workers: int | None = None) -> np.ndarray:
-    workers = workers or os.cpu_count() or 1
-    with progress.bar(len(faces), "face descriptors", unit="face") as pbar:
-        if workers == 1 or len(faces) < 8:
-            out = []
-            for f in faces:
-                out.append(_face_descriptor(f))
-                pbar.update(1)
-            return np.array(out)
-        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ctx.Pool(workers) as pool:
-            out = []
-            for d in pool.imap(_face_descriptor, faces, chunksize=4):
-                out.append(d)
-                pbar.update(1)
-        return np.array(out)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(faces) // 8))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+            results = stack.enter_context(ctx.Pool(workers)).imap(_face_descriptor, faces, chunksize=4)
+        else:
+            results = map(_face_descriptor, faces)
+        pbar = stack.enter_context(progress.bar(len(faces), "face descriptors", unit="face"))
+        out = []
+        for d in results:
+            out.append(d)
+            pbar.update(1)
+    return np.array(out)
 
 
 def reference_descriptor(photo: Path) -> np.ndarray:

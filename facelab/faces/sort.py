@@ -12,7 +12,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from facelab.faces.align import FIT_INDICES, MEAN_FACE, averaged_yaw, transform_points, umeyama
+from facelab.faces.align import MEAN_FACE, averaged_yaw, transform_points, unit_face_mat
 from facelab.faces.faceset import AlignedFace
 
 WORK_SIZE = 256  # faces are scored at this size, so results do not depend on the aligned size
@@ -53,14 +53,14 @@ def motion_sharpness(face: AlignedFace) -> float:
 
 def yaw(face: AlignedFace) -> float:
     """Approximate yaw in radians, positive when the face turns to its left (the image's right)."""
-    unit = transform_points(face.meta.landmarks, umeyama(face.meta.landmarks[FIT_INDICES], MEAN_FACE))
+    unit = transform_points(face.meta.landmarks, unit_face_mat(face.meta.landmarks))
     return float(np.clip(averaged_yaw(unit) * 1.6, -math.pi / 2, math.pi / 2))
 
 
 def pitch(face: AlignedFace) -> float:
     """Approximate pitch in radians, positive when the face looks up: where the nose tip sits
     between the eye line and the mouth, against the mean face."""
-    unit = transform_points(face.meta.landmarks, umeyama(face.meta.landmarks[FIT_INDICES], MEAN_FACE))
+    unit = transform_points(face.meta.landmarks, unit_face_mat(face.meta.landmarks))
     eyes = unit[36:48, 1].mean()
     mouth = unit[48:68, 1].mean()
     nose = unit[30, 1]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facelab.faces.align import FIT_INDICES, MEAN_FACE, transform_points, umeyama
+from facelab.faces.align import FIT_INDICES, MEAN_FACE, transform_points, unit_face_mat
 from facelab.faces.detect import Detector, Face, LandmarkModel, Rect
 
 DETECT_LONG_SIDE = 480  # detection runs on a copy no larger than this
@@ -28,38 +28,48 @@ MIN_APPEARANCE = 0.5  # correlation of a followed face with its look in the prev
 MAX_UNCONFIRMED = 4  # detection rounds a followed face may go unseen by the detector
 
 
-def shape_error(landmarks: np.ndarray) -> float:
+def unit_scale(unit: np.ndarray) -> float:
+    """Unit-square lengths per pixel of a frame -> unit-square fit (`align.unit_face_mat`)."""
+    return math.sqrt(abs(np.linalg.det(unit[:, :2])))
+
+
+def shape_error(landmarks: np.ndarray, unit: np.ndarray) -> float:
     """How far the landmarks are from a face shape once pose and scale are fitted out."""
-    pts = landmarks[FIT_INDICES]
-    m = umeyama(pts, MEAN_FACE)
-    return float(np.sqrt(((transform_points(pts, m) - MEAN_FACE) ** 2).sum(1).mean()))
+    fitted = transform_points(landmarks[FIT_INDICES], unit)
+    return float(np.sqrt(((fitted - MEAN_FACE) ** 2).sum(1).mean()))
 
 
-def face_size(landmarks: np.ndarray) -> float:
-    """Side of the mean-face square in pixels (about brow-to-chin height)."""
-    m = umeyama(landmarks[FIT_INDICES], MEAN_FACE)
-    return 1.0 / math.sqrt(abs(np.linalg.det(m[:, :2])))
-
-
-def plausible(landmarks: np.ndarray, shape: tuple[int, ...]) -> bool:
+def plausible_fit(landmarks: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The unit-square fit of landmarks that look like a face in the frame, else None."""
     if not np.isfinite(landmarks).all():
-        return False
-    if face_size(landmarks) < MIN_FACE_PX:
-        return False
+        return None
+    unit = unit_face_mat(landmarks)
+    if 1.0 / unit_scale(unit) < MIN_FACE_PX:
+        return None
     h, w = shape[:2]
     centre = landmarks[FIT_INDICES].mean(0)
     if not (0 <= centre[0] < w and 0 <= centre[1] < h):
-        return False
-    return shape_error(landmarks) <= MAX_SHAPE_ERROR
+        return None
+    return unit if shape_error(landmarks, unit) <= MAX_SHAPE_ERROR else None
 
 
-def appearance(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+def appearance(image: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """A small normalised grey patch of the inner face, to notice when a follower drifts off it."""
-    m = umeyama(landmarks[FIT_INDICES], MEAN_FACE * 24)
-    patch = cv2.warpAffine(image, m, (24, 24), flags=cv2.INTER_AREA)
+    patch = cv2.warpAffine(image, unit * 24, (24, 24), flags=cv2.INTER_AREA)
     grey = cv2.cvtColor(patch, cv2.COLOR_BGR2GRAY).astype(np.float32).ravel()
     grey -= grey.mean()
     return grey / (np.linalg.norm(grey) + 1e-6)
+
+
+def landmark_jitter(per_frame: list[np.ndarray | None]) -> float:
+    """Mean frame-to-frame landmark motion over the eye distance; None marks a frame without the face."""
+    steps = []
+    for a, b in zip(per_frame, per_frame[1:], strict=False):
+        if a is None or b is None:
+            continue
+        iod = np.linalg.norm(a[36:42].mean(0) - a[42:48].mean(0))
+        steps.append(np.linalg.norm(b - a, axis=1).mean() / iod)
+    return float(np.mean(steps)) if steps else 0.0
 
 
 def iou(a: Rect, b: Rect) -> float:
@@ -103,24 +113,22 @@ class OneEuro:
 
 @dataclass
 class Track:
-    landmarks: np.ndarray
+    unit: np.ndarray  # fit of the last raw landmarks to the unit square
     box_unit: np.ndarray  # detector box as (centre x, centre y, side) in the face's unit square
     look: np.ndarray
     smoother: OneEuro | None = None
     unconfirmed: int = 0  # detection rounds since the detector last saw this face
 
     @staticmethod
-    def box_in_unit(rect: Rect, landmarks: np.ndarray) -> np.ndarray:
-        m = umeyama(landmarks[FIT_INDICES], MEAN_FACE)
-        centre = transform_points([((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2)], m)[0]
-        side = (rect[2] - rect[0] + rect[3] - rect[1]) / 2 * math.sqrt(abs(np.linalg.det(m[:, :2])))
+    def box_in_unit(rect: Rect, unit: np.ndarray) -> np.ndarray:
+        centre = transform_points([((rect[0] + rect[2]) / 2, (rect[1] + rect[3]) / 2)], unit)[0]
+        side = (rect[2] - rect[0] + rect[3] - rect[1]) / 2 * unit_scale(unit)
         return np.array([centre[0], centre[1], side])
 
-    def box_for(self, landmarks: np.ndarray) -> Rect:
-        """Where the detector would have put its box for a face with these landmarks."""
-        m = umeyama(landmarks[FIT_INDICES], MEAN_FACE)
-        centre = transform_points([self.box_unit[:2]], m, invert=True)[0]
-        half = self.box_unit[2] / math.sqrt(abs(np.linalg.det(m[:, :2]))) / 2
+    def box_for(self, unit: np.ndarray) -> Rect:
+        """Where the detector would have put its box for a face with this fit."""
+        centre = transform_points([self.box_unit[:2]], unit, invert=True)[0]
+        half = self.box_unit[2] / unit_scale(unit) / 2
         return np.array([centre[0] - half, centre[1] - half, centre[0] + half, centre[1] + half])
 
 
@@ -159,23 +167,20 @@ class FaceFinder:
                 return [(rect / s, score) for rect, score in found]
         return []
 
-    def _landmarks(self, image: np.ndarray, rect: Rect) -> np.ndarray:
-        return self.predict(image, rect)
-
     # -- per frame ------------------------------------------------------------------------
     def process(self, image: np.ndarray) -> list[Face]:
         followed: list[tuple[Track, Face]] = []
         for track in self.tracks:
-            rect = track.box_for(track.landmarks)
-            lm = self._landmarks(image, rect)
-            rect = track.box_for(lm)  # one refinement step from the new position
-            lm = self._landmarks(image, rect)
-            if not plausible(lm, image.shape):
+            lm = self.predict(image, track.box_for(track.unit))
+            rect = track.box_for(unit_face_mat(lm))  # one refinement step from the new position
+            lm = self.predict(image, rect)
+            unit = plausible_fit(lm, image.shape)
+            if unit is None:
                 continue
-            look = appearance(image, lm)
+            look = appearance(image, unit)
             if float(look @ track.look) < MIN_APPEARANCE:
                 continue  # the follower slid off the face
-            track.look = look
+            track.unit, track.look = unit, look
             followed.append((track, Face(rect, lm, 0.0, tracked=True)))
 
         self.since_detect += 1
@@ -184,37 +189,38 @@ class FaceFinder:
             for track, _ in followed:
                 track.unconfirmed += 1
             for rect, score in self._detect(image, thorough=not followed):
-                lm = self._landmarks(image, rect)
-                if not plausible(lm, image.shape):
+                lm = self.predict(image, rect)
+                unit = plausible_fit(lm, image.shape)
+                if unit is None:
                     continue
                 face = Face(rect, lm, score)
-                match = next((i for i, (_, f) in enumerate(followed) if iou(landmark_box(f.landmarks),
-                              landmark_box(lm)) > 0.4), None)  # fmt: skip
+                box = landmark_box(lm)
+                match = next(
+                    (i for i, (_, f) in enumerate(followed) if iou(landmark_box(f.landmarks), box) > 0.4),
+                    None,
+                )
                 if match is not None:  # the detector confirms a followed face: take its fresh box
                     track = followed[match][0]
-                    track.box_unit = Track.box_in_unit(rect, lm)
-                    track.unconfirmed = 0
+                    track.unit, track.box_unit, track.unconfirmed = unit, Track.box_in_unit(rect, unit), 0
                     followed[match] = (track, face)
                 else:
-                    followed.append((Track(lm, Track.box_in_unit(rect, lm), appearance(image, lm)), face))
+                    followed.append(
+                        (Track(unit, Track.box_in_unit(rect, unit), appearance(image, unit)), face)
+                    )
             followed = [(t, f) for t, f in followed if t.unconfirmed <= MAX_UNCONFIRMED]
 
         followed.sort(key=lambda tf: -tf[1].area)  # largest first
-        if self.max_faces:
-            followed = followed[: self.max_faces]
-        # Drop duplicates: two tracks that converged on the same face.
+        # Drop duplicates (two tracks that converged on one face), then keep the largest max_faces.
         kept: list[tuple[Track, Face]] = []
         for track, face in followed:
             if all(iou(landmark_box(face.landmarks), landmark_box(f.landmarks)) < 0.5 for _, f in kept):
                 kept.append((track, face))
-        self.tracks = []
-        faces = []
-        for track, face in kept:
-            track.landmarks = face.landmarks
-            if self.smooth_fps:
+        if self.max_faces:
+            kept = kept[: self.max_faces]
+        self.tracks = [track for track, _ in kept]
+        if self.smooth_fps:
+            for track, face in kept:
                 if track.smoother is None:
                     track.smoother = OneEuro(self.smooth_fps)
-                face.landmarks = track.smoother(face.landmarks, face_size(face.landmarks))
-            self.tracks.append(track)
-            faces.append(face)
-        return faces
+                face.landmarks = track.smoother(face.landmarks, 1.0 / unit_scale(track.unit))
+        return [face for _, face in kept]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,6 +37,17 @@ class VideoInfo:
     @classmethod
     def from_json(cls, d: dict) -> VideoInfo:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+def read_video_record(path: Path) -> tuple[VideoInfo, int] | None:
+    """(video facts, frames written) as extract-frames recorded them in `path`; None if absent."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return VideoInfo.from_json(record), int(record["frames_written"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FacelabError(f"{path} is damaged ({exc}): run `facelab extract-frames` again") from exc
 
 
 def probe_video(path: Path) -> VideoInfo:
