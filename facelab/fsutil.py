@@ -9,6 +9,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def default_mode(path: Path) -> None:
+    """Give a file made by mkstemp (0600) the permissions a plain open() would have."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -31,6 +39,7 @@ def atomic_path(path: Path | str, fsync: bool = True) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        default_mode(tmp_path)
         if fsync:
             with open(tmp_path, "rb+") as f:
                 os.fsync(f.fileno())

@@ -28,3 +28,7 @@ def bar(total: int | None, desc: str, unit: str = "frame") -> tqdm:
 def say(msg: str) -> None:
     """A result line; shown even with --quiet (quiet silences progress, not results)."""
     print(msg, flush=True)
+
+
+def is_quiet() -> bool:
+    return _quiet

@@ -22,6 +22,8 @@ workflow (one workspace folder, as in DeepFaceLab):
   3. facelab extract-faces src       aligned source faces -> data_src/aligned/
      facelab sort / filter / faceset clean the faceset (rejects go to aligned_trash/)
   4. facelab extract-faces dst       aligned dst faces + debug images -> data_dst/aligned_debug/
+  5. facelab train --model quick96   train model/<name>_Quick96/ (rerun to resume)
+     facelab models list|rename|delete|restore
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE)
 """
@@ -35,7 +37,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import faces, misc, video
+    from facelab.cli import faces, misc, train, video
 
     parser = Parser(
         prog="facelab",
@@ -50,6 +52,8 @@ def build_parser() -> Parser:
     video.register_extract(sub, common)
     faces.register(sub, common)
     faces.register_faceset_tools(sub, common)
+    train.register_train(sub, common)
+    train.register_models(sub, common)
     video.register_make_video(sub, common)
     misc.register_demo(sub, common)
     return parser

@@ -129,8 +129,8 @@ class Autoencoder(nn.Module):
     def _codes(self, src: torch.Tensor | None, dst: torch.Tensor) -> dict[str, torch.Tensor]:
         z_dst = self.encoder(dst)
         if self.kind == "df":
-            codes = {"dst": self.inter(z_dst), "swap": None}
-            codes["swap"] = codes["dst"]
+            code_dst = self.inter(z_dst)
+            codes = {"dst": code_dst, "swap": code_dst}
             if src is not None:
                 codes["src"] = self.inter(self.encoder(src))
             return codes
@@ -146,13 +146,13 @@ class Autoencoder(nn.Module):
             return self.decoder(code)
         return (self.decoder_src if which == "src" else self.decoder_dst)(code)
 
-    def forward(self, src: torch.Tensor, dst: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Reconstructions of both sides and the src-from-dst swap, each with its mask."""
+    def forward(self, src: torch.Tensor, dst: torch.Tensor, swap: bool = True) -> dict[str, torch.Tensor]:
+        """Reconstructions of both sides and (unless `swap=False`, as in training) the src-from-dst
+        swap, each with its mask."""
         codes = self._codes(src, dst)
         out = {}
-        for name, (which, code) in {"src": ("src", codes["src"]), "dst": ("dst", codes["dst"]),
-                                    "swap": ("src", codes["swap"])}.items():  # fmt: skip
-            out[name], out[f"{name}_mask"] = self._decode(which, code)
+        for name, which in (("src", "src"), ("dst", "dst"), ("swap", "src"))[: 3 if swap else 2]:
+            out[name], out[f"{name}_mask"] = self._decode(which, codes[name])
         return out
 
     @torch.no_grad()

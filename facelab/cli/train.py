@@ -1,0 +1,203 @@
+"""train and models: step 5, training, and the model folder tools."""
+
+from __future__ import annotations
+
+import argparse
+
+from facelab import prompts
+from facelab.cli.argtypes import int_in, positive_float
+from facelab.cli.common import workspace_from
+from facelab.errors import FacelabError, UsageError
+from facelab.progress import say
+from facelab.train import catalog
+from facelab.train.checkpoint import CheckpointError, ModelFolder, model_folders
+from facelab.train.recipes import RECIPES, Recipe
+
+
+def register_train(sub, common) -> None:
+    p = sub.add_parser(
+        "train",
+        parents=[common],
+        help="5. train a model on data_src/aligned and data_dst/aligned -> model/<name>_<Model>/",
+        description="Train (or resume) a face-swap model. Rerunning the same command resumes. "
+        "On a terminal: s saves, b backs up, p refreshes the preview, Enter saves and exits; "
+        "Ctrl-C or SIGTERM also save before exiting.",
+    )
+    p.add_argument("--model", required=True, choices=sorted(RECIPES), type=str.lower, help="model kind")
+    p.add_argument(
+        "--name", help="model name (default: ask on a terminal, else the latest model of this kind)"
+    )
+    p.add_argument(
+        "--batch", type=int_in(1, 4096), help="batch size (default: the model's, e.g. 4 for quick96)"
+    )
+    p.add_argument(
+        "--target-iter", type=int_in(0, 10**9), default=0, help="stop at this iteration (default: 0 = never)"
+    )
+    p.add_argument(
+        "--save-every",
+        type=positive_float,
+        default=25.0,
+        metavar="MIN",
+        help="autosave interval in minutes (default: 25)",
+    )
+    p.add_argument("--backup-every", type=float, default=0.0, metavar="HOURS",
+                   help="autobackup interval into _autobackups/01..24 (default: 0 = only on b)")  # fmt: skip
+    p.add_argument("--no-preview", dest="preview", action="store_false", help="do not write preview.jpg")
+    p.add_argument("--preview-history", action="store_true", help="also keep a preview every 10 iterations")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="default auto: bf16 with AMX or a bf16 CUDA GPU, else fp32")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:N or mps (default: auto = a GPU if there is one)",
+    )
+    p.add_argument("--from", dest="from_model", metavar="OTHER",
+                   help="start a new model from OTHER's weights (model reuse)")  # fmt: skip
+    p.add_argument("--seed", type=int, help="random seed for a new model (default: random)")
+    p.set_defaults(handler=cmd_train)
+
+
+def choose_name(model_root, recipe: Recipe) -> str:
+    """The reference's model picker: existing models newest first, Enter takes the latest."""
+    while True:
+        folders = model_folders(model_root, recipe.class_name)
+        if not folders:
+            return prompts.ask(
+                f"name for a new {recipe.class_name} model", "new", catalog.check_name, "letters"
+            )
+        if not prompts.interactive():
+            say(f"training the latest {recipe.class_name} model, {folders[0].name!r} (choose with --name)")
+            return folders[0].name
+        print(f"{recipe.class_name} models in {model_root}:")
+        for i, f in enumerate(folders):
+            print(f"  [{i}] : {f.name}{' - latest' if i == 0 else ''}")
+        print("  [r] : rename\n  [d] : delete")
+        answer = prompts.ask("choose a model, or type a new name", "0", str, "number, r, d or a name")
+        if answer.isdigit() and int(answer) < len(folders):
+            return folders[int(answer)].name
+        if answer in ("r", "d"):
+            pick = prompts.ask("which model", "0", int, f"0-{len(folders) - 1}")
+            if not 0 <= pick < len(folders):
+                continue
+            if answer == "r":
+                new = prompts.ask("new name", folders[pick].name, catalog.check_name, "letters")
+                catalog.rename(folders[pick], new)
+            elif prompts.ask_bool(f"move {folders[pick].name!r} to the trash", False):
+                say(f"moved to {catalog.trash(folders[pick])}")
+            continue
+        return catalog.check_name(answer)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from facelab.train.trainer import TrainOptions, train
+
+    ws = workspace_from(args)
+    recipe = RECIPES[args.model]
+    name = catalog.check_name(args.name) if args.name else choose_name(ws.model_dir, recipe)
+    if args.from_model and ModelFolder.of(ws.model_dir, name, recipe.class_name).exists():
+        raise UsageError(f"--from makes a new model, but {name!r} already exists: choose a new --name")
+    opts = TrainOptions(
+        batch=args.batch,
+        target_iter=args.target_iter,
+        save_every_min=args.save_every,
+        backup_every_hours=args.backup_every,
+        preview=args.preview,
+        preview_history=args.preview_history,
+        precision=args.precision,
+        device=args.device,
+        seed=args.seed,
+        from_model=args.from_model,
+    )
+    try:
+        result = train(ws, recipe, name, opts)
+    except CheckpointError as exc:
+        folder = ModelFolder.of(ws.model_dir, name, recipe.class_name)
+        backups = folder.backups()
+        if not (backups and prompts.interactive()):
+            raise
+        print(f"error: {exc}")
+        if not prompts.ask_bool(f"restore autobackup {backups[0][0].name} and train from there", True):
+            return 1
+        with folder.lock():
+            folder.restore(backups[0][0])
+        result = train(ws, recipe, name, opts)
+    say(f"model {result.folder}: iteration {result.iteration}")
+    return 0
+
+
+def register_models(sub, common) -> None:
+    p = sub.add_parser("models", parents=[common], help="list, rename, delete or restore trained models")
+    msub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = msub.add_parser(
+        "list", parents=[common], help="name, kind, iteration, resolution, face type, last save"
+    )
+    ls.set_defaults(handler=cmd_models_list)
+    for action, helptext in (("rename", "rename a model"), ("delete", "move a model to model/_trash/"),
+                             ("restore", "make an autobackup the current checkpoint")):  # fmt: skip
+        q = msub.add_parser(action, parents=[common], help=helptext)
+        q.add_argument("name")
+        if action == "rename":
+            q.add_argument("new_name")
+        if action == "restore":
+            q.add_argument("--backup", metavar="NN", help="backup slot (default: the latest, 01)")
+        q.add_argument("--kind", help="model kind, when one name has several (e.g. Quick96)")
+        q.set_defaults(handler=globals()[f"cmd_models_{action}"])
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    ws = workspace_from(args)
+    rows = [catalog.describe(f) for f in model_folders(ws.model_dir)]
+    if not rows:
+        say(f"no models in {ws.model_dir} yet: `facelab train --model quick96` makes one")
+        return 0
+    cols = ("name", "kind", "iteration", "resolution", "face_type", "saved")
+    table = [[str(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    say("  ".join(c.replace("_", " ").ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r, t in zip(rows, table, strict=True):
+        line = "  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True))
+        say(line + (f"  ({r['problem']})" if r["problem"] else ""))
+    return 0
+
+
+def _find(args):
+    ws = workspace_from(args)
+    kind = args.kind
+    if kind:
+        kinds = {r.class_name.lower(): r.class_name for r in RECIPES.values()}
+        if kind.lower() not in kinds:
+            raise UsageError(f"--kind {kind}: use one of {', '.join(sorted(kinds.values()))}")
+        kind = kinds[kind.lower()]
+    return catalog.find(ws.model_dir, args.name, kind)
+
+
+def cmd_models_rename(args: argparse.Namespace) -> int:
+    folder = catalog.rename(_find(args), args.new_name)
+    say(f"renamed to {folder}")
+    return 0
+
+
+def cmd_models_delete(args: argparse.Namespace) -> int:
+    folder = _find(args)
+    if not args.yes:
+        if not prompts.interactive():
+            raise UsageError(f"deleting {folder} needs confirmation: add --yes")
+        if not prompts.ask_bool(f"move {folder} to the trash", False):
+            say("kept")
+            return 1
+    say(f"moved {folder.name} to {catalog.trash(folder)}")
+    return 0
+
+
+def cmd_models_restore(args: argparse.Namespace) -> int:
+    folder = _find(args)
+    backups = folder.backups()
+    if args.backup:
+        backups = [b for b in backups if b[0].name == args.backup.zfill(2)]
+    if not backups:
+        raise FacelabError(f"{folder} has no autobackup{' ' + args.backup if args.backup else ''} to restore")
+    slot, state = backups[0]
+    with folder.lock():
+        folder.restore(slot)
+    say(f"{folder}: restored autobackup {slot.name} (iteration {state.get('iteration')})")
+    return 0

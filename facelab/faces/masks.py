@@ -1,0 +1,55 @@
+"""Face masks drawn from the 68 landmarks: the hull used for masked training and merging.
+
+The hull follows the reference tool's shape: the union of convex hulls of the jaw halves,
+cheeks, nose ridge and eye regions, with the eyebrows pushed up by half their distance to
+the eyes so the forehead just above the brows is covered.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+_PARTS = (
+    (range(0, 9), (17,)),  # right jaw
+    (range(8, 17), (26,)),  # left jaw
+    (range(17, 20), (8,)),  # right cheek
+    (range(24, 27), (8,)),  # left cheek
+    (range(19, 25), (8,)),  # nose ridge
+    (range(17, 22), (27,), range(31, 36), (8,)),  # right eye region
+    (range(22, 27), (27,), range(31, 36), (8,)),  # left eye region
+    (range(27, 31), range(31, 36)),  # nose
+)
+
+
+def expanded_brows(landmarks: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """Landmarks with the eyebrows (17-26) raised by `amount` x half their distance to the eye tops."""
+    p = np.asarray(landmarks, np.float64).copy()
+    left_mid = (p[36] + p[0]) / 2
+    right_mid = (p[16] + p[45]) / 2
+    eye_top_l = np.array([(p[36] + left_mid) / 2, p[36], p[37], p[38], p[39]])
+    eye_top_r = np.array([p[42], p[43], p[44], p[45], (p[45] + right_mid) / 2])
+    p[17:22] += amount * 0.5 * (p[17:22] - eye_top_l)
+    p[22:27] += amount * 0.5 * (p[22:27] - eye_top_r)
+    return p
+
+
+def hull_mask(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+    """uint8 size x size mask (255 inside the face); `scale` maps landmark pixels to mask pixels."""
+    p = expanded_brows(np.asarray(landmarks, np.float64) * scale)
+    mask = np.zeros((size, size), np.uint8)
+    for part in _PARTS:
+        idx = [i for r in part for i in r]
+        pts = np.round(p[idx] * 16).astype(np.int32)  # 4 fractional bits for sub-pixel edges
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255, lineType=cv2.LINE_AA, shift=4)
+    return mask
+
+
+def eyes_mouth_mask(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
+    """uint8 mask of the eyes (36-47) and mouth (60-67), used to weight those regions' loss."""
+    p = np.asarray(landmarks, np.float64) * scale
+    mask = np.zeros((size, size), np.uint8)
+    for idx in (range(36, 42), range(42, 48), range(60, 68)):
+        pts = np.round(p[list(idx)] * 16).astype(np.int32)
+        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255, lineType=cv2.LINE_AA, shift=4)
+    return mask

@@ -1,0 +1,1 @@
+"""Training: data from aligned facesets, augmentation, losses, optimisers, checkpoints, the loop."""

@@ -1,0 +1,112 @@
+"""Batch sampling and augmentation, on the training device, from counter-based random numbers.
+
+Every random draw is a pure function of (run seed, side, counter): sample order comes from a
+seeded permutation per epoch, and each batch's warp/affine/flip from a generator seeded with
+its batch number. A resumed run therefore needs only the counters to continue exactly, and
+no random-number state has to be pickled.
+
+The augmentation is the reference tool's: a random warp on a 2/4/8-cell grid (the network's
+input only), then a random rotation/scale/shift and an optional horizontal flip (input, target
+and mask alike), with edge pixels replicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def derive_seed(*parts: int | str) -> int:
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def generator(*parts: int | str) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(derive_seed(*parts))
+    return g
+
+
+class EpochSampler:
+    """Sample indices by position: position p is permutation(epoch p // n)[p % n]."""
+
+    def __init__(self, n: int, seed: int, side: str):
+        self.n, self.seed, self.side = n, seed, side
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def indices(self, start: int, count: int) -> torch.Tensor:
+        out = []
+        for p in range(start, start + count):
+            epoch = p // self.n
+            if epoch != self._epoch:
+                self._epoch = epoch
+                self._perm = torch.randperm(self.n, generator=generator(self.seed, self.side, "epoch", epoch))
+            out.append(int(self._perm[p % self.n]))
+        return torch.tensor(out, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    random_warp: bool = True
+    random_flip: bool = False
+    rotation_deg: float = 10.0
+    scale: float = 0.05  # scale drawn from 1 +- scale
+    shift: float = 0.05  # fraction of the width
+    flip_prob: float = 0.4
+
+
+def _pixel_grid(res: int, device: torch.device) -> torch.Tensor:
+    c = (torch.arange(res, device=device, dtype=torch.float32) * 2 + 1) / res - 1
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    return torch.stack([x, y], dim=-1)  # (R, R, 2), grid_sample's (x, y) order
+
+
+def _warp_field(res: int, g: torch.Generator) -> torch.Tensor:
+    """One sample's random warp as a displacement field (2, R, R) in normalised coordinates."""
+    cell = res // (2 ** int(torch.randint(1, 4, (1,), generator=g)))
+    points = res // cell + 1
+    coarse = torch.zeros(2, points, points)
+    coarse[:, 1:-1, 1:-1] = torch.randn(2, points - 2, points - 2, generator=g) * (cell * 0.24 * 2 / res)
+    fine = F.interpolate(coarse[None], size=(res + cell, res + cell), mode="bilinear", align_corners=False)[0]
+    half = cell // 2
+    return fine[:, half : half + res, half : half + res]
+
+
+def augment(
+    images: torch.Tensor, face_masks: torch.Tensor, spec: AugmentSpec, g: torch.Generator, warp: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(network input, target, target mask) as float in [0, 1] from uint8 images and masks."""
+    b, _, res, _ = images.shape
+    dev = images.device
+    angle = (torch.rand(b, generator=g) * 2 - 1) * math.radians(spec.rotation_deg)
+    scale = 1 + (torch.rand(b, generator=g) * 2 - 1) * spec.scale
+    shift = (torch.rand(b, 2, generator=g) * 2 - 1) * spec.shift * 2
+    flip = (
+        torch.rand(b, generator=g) < spec.flip_prob if spec.random_flip else torch.zeros(b, dtype=torch.bool)
+    )
+    fields = torch.stack([_warp_field(res, g) for _ in range(b)]) if warp and spec.random_warp else None
+
+    # Output pixel q comes from source point p = R(-angle) (q - shift) / scale (after undoing the flip).
+    q = _pixel_grid(res, dev).expand(b, res, res, 2).clone()
+    q[..., 0] = torch.where(flip.to(dev)[:, None, None], -q[..., 0], q[..., 0])
+    q = q - shift.to(dev)[:, None, None, :]
+    cos, sin = torch.cos(angle).to(dev), torch.sin(angle).to(dev)
+    rot = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # R(-angle)
+    p = torch.einsum("bij,bhwj->bhwi", rot, q) / scale.to(dev)[:, None, None, None]
+
+    pixels = images.float().div_(255)
+    target = grid_sample(pixels, p, "bicubic", "border").clamp_(0, 1)
+    mask = grid_sample(face_masks.float().div_(255), p, "bilinear", "zeros")
+    if fields is None:
+        return target, target, mask
+    disp = grid_sample(fields.to(dev), p, "bilinear", "border").permute(0, 2, 3, 1)
+    warped = grid_sample(pixels, p + disp, "bicubic", "border").clamp_(0, 1)
+    return warped, target, mask
+
+
+def grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str, padding: str) -> torch.Tensor:
+    return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=False)

@@ -1,0 +1,80 @@
+"""The models in a workspace's `model/` folder: describe, find by name, rename, move to the trash."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from pathlib import Path
+
+from facelab.errors import FacelabError, UsageError
+from facelab.fsutil import fsync_dir
+from facelab.train.checkpoint import CONFIG, STATE, TRASH, CheckpointError, ModelFolder, model_folders
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(
+            f"model name {name!r}: use 1-64 letters, digits, spaces, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def describe(folder: ModelFolder) -> dict:
+    """One row for `facelab models list`; unreadable models are listed with the reason."""
+    row = {"name": folder.name, "kind": folder.class_name, "iteration": "?", "resolution": "?",
+           "face_type": "?", "saved": "?", "problem": ""}  # fmt: skip
+    try:
+        config, state = folder.read_json(CONFIG), folder.read_json(STATE)
+        row |= {
+            "iteration": state.get("iteration", "?"),
+            "resolution": config.get("architecture", {}).get("resolution", "?"),
+            "face_type": config.get("face_type", "?"),
+            "saved": state.get("saved_at", "?").replace("T", " "),
+        }
+    except CheckpointError as exc:
+        row["problem"] = str(exc)
+    return row
+
+
+def find(model_root: Path, name: str, class_name: str | None = None) -> ModelFolder:
+    matches = [ModelFolder(p) for p in sorted(Path(model_root).glob(f"{glob.escape(name)}_*")) if p.is_dir()]
+    matches = [f for f in matches if f.name == name and class_name in (None, f.class_name)]
+    if not matches:
+        known = ", ".join(sorted({f.name for f in model_folders(model_root)})) or "none"
+        raise FacelabError(f"no model named {name!r} in {model_root} (models there: {known})")
+    if len(matches) > 1:
+        kinds = ", ".join(f.class_name for f in matches)
+        raise UsageError(f"{name!r} names several models ({kinds}): add --kind")
+    return matches[0]
+
+
+def _check_idle(folder: ModelFolder) -> None:
+    if folder.is_locked():
+        raise FacelabError(f"{folder} is being trained right now: stop the trainer first")
+
+
+def rename(folder: ModelFolder, new_name: str) -> ModelFolder:
+    check_name(new_name)
+    _check_idle(folder)
+    target = ModelFolder.of(folder.path.parent, new_name, folder.class_name)
+    if target.path.exists():
+        raise FacelabError(f"{target} already exists: choose another name")
+    os.rename(folder.path, target.path)
+    fsync_dir(folder.path.parent)
+    return target
+
+
+def trash(folder: ModelFolder) -> Path:
+    """Move a model to `model/_trash/` (never deleted outright)."""
+    _check_idle(folder)
+    bin_dir = folder.path.parent / TRASH
+    bin_dir.mkdir(exist_ok=True)
+    target = bin_dir / f"{folder.path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.rename(folder.path, target)
+    fsync_dir(folder.path.parent)
+    return target

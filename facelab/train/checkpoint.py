@@ -1,0 +1,261 @@
+"""A model's folder, `model/<name>_<Class>/`, and saves that survive a kill at any instant.
+
+A save writes every file into `.saving/`, fsyncs them, then renames the folder to `.commit/`
+(the commit point) and moves the files into place one rename at a time. Opening the folder
+finishes a `.commit/` that a crash interrupted and discards a `.saving/`; readers that do not
+hold the lock read through `.commit/` first. So a loader always sees the previous save or the
+new one, never a mix, and `state.json` records each tensor file's SHA-256 to catch damage.
+
+Autobackups are hard links of a save's files (instant, and no extra disk until the next
+save replaces them), rotated `_autobackups/01` (newest) to `24`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from facelab.errors import FacelabError
+from facelab.fsutil import default_mode, fsync_dir
+
+CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY, PREVIEW = (
+    "config.json", "model.safetensors", "optimizer.safetensors", "state.json", "summary.txt", "preview.jpg",
+)  # fmt: skip
+CHECKPOINT_FILES = (CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY)
+STAGING, COMMIT, LOCK = ".saving", ".commit", ".lock"
+BACKUPS, MAX_BACKUPS = "_autobackups", 24
+TRASH = "_trash"
+
+
+class CheckpointError(FacelabError):
+    """A save is missing or damaged."""
+
+
+class ModelLocked(FacelabError):
+    pass
+
+
+@dataclass
+class Checkpoint:
+    config: dict
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    state: dict
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    default_mode(path)
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _write_json(path: Path, obj: object) -> None:
+    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+
+
+class ModelFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.name, _, self.class_name = self.path.name.rpartition("_")
+
+    @classmethod
+    def of(cls, model_root: Path, name: str, class_name: str) -> ModelFolder:
+        return cls(Path(model_root) / f"{name}_{class_name}")
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # ------------------------------------------------------------------ reading
+    def file(self, name: str) -> Path:
+        """Where a checkpoint file is now: inside an unfinished commit if there is one."""
+        pending = self.path / COMMIT / name
+        return pending if pending.exists() else self.path / name
+
+    def exists(self) -> bool:
+        """Whether anything was ever saved here (a damaged save still counts: it must not be replaced)."""
+        return any(self.file(n).exists() for n in CHECKPOINT_FILES) or (self.path / BACKUPS).is_dir()
+
+    def read_json(self, name: str) -> dict:
+        path = self.file(name)
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CheckpointError(f"{path} is missing") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"{path} is damaged ({exc})") from None
+
+    def load(self, device: str | torch.device = "cpu") -> Checkpoint:
+        """The saved checkpoint, every tensor file checked against its recorded SHA-256."""
+        config, state = self.read_json(CONFIG), self.read_json(STATE)
+        digests = state.get("digests", {})
+        tensors = {}
+        for name in (WEIGHTS, OPTIMIZER):
+            path = self.file(name)
+            if not path.exists():
+                raise CheckpointError(f"{path} is missing")
+            if name in digests and sha256(path) != digests[name]:
+                raise CheckpointError(f"{path} is damaged (its checksum does not match state.json)")
+            try:
+                tensors[name] = load_file(str(path), device=str(device))
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise CheckpointError(f"{path} is damaged ({exc})") from None
+        return Checkpoint(config, tensors[WEIGHTS], tensors[OPTIMIZER], state)
+
+    # ------------------------------------------------------------------ writing (hold the lock)
+    def recover(self) -> None:
+        """Finish a save a crash interrupted after its commit point; drop one interrupted before it."""
+        staging, commit = self.path / STAGING, self.path / COMMIT
+        if staging.exists():
+            shutil.rmtree(staging)
+        if commit.exists():
+            for f in sorted(commit.iterdir()):
+                os.replace(f, self.path / f.name)
+            fsync_dir(self.path)
+            commit.rmdir()
+            fsync_dir(self.path)
+
+    def save(self, config: dict, weights: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor],
+             state: dict, summary: str) -> None:  # fmt: skip
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.recover()
+        staging = self.path / STAGING
+        staging.mkdir()
+        digests = {}
+        for name, tensors in ((WEIGHTS, weights), (OPTIMIZER, optimizer)):
+            cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+            save_file(cpu, str(staging / name), metadata={"iteration": str(state.get("iteration", 0))})
+            _fsync_file(staging / name)
+            digests[name] = sha256(staging / name)
+        _write_json(staging / CONFIG, config)
+        _write_json(staging / STATE, state | {"digests": digests})
+        (staging / SUMMARY).write_text(summary)
+        for name in (CONFIG, STATE, SUMMARY):
+            _fsync_file(staging / name)
+        fsync_dir(staging)
+        os.replace(staging, self.path / COMMIT)  # the commit point
+        fsync_dir(self.path)
+        self.recover()
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[str | None]:
+        """Hold the model for one process. Yields a note when a dead process's lock was cleared.
+
+        flock is released by the kernel when its holder dies, so a lock file left by a killed
+        trainer never blocks; its recorded pid tells us it was stale.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                raise ModelLocked(
+                    f"{self.path} is in use by {holder}: stop that trainer first (or train another model)"
+                ) from None
+            previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+            yield f"cleared a stale lock left by {previous}" if previous else None
+        finally:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+
+    def is_locked(self) -> bool:
+        if not (self.path / LOCK).exists():
+            return False
+        fd = os.open(self.path / LOCK, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ backups
+    def backups(self) -> list[tuple[Path, dict]]:
+        """Loadable-looking backups, newest first, with their state.json."""
+        out = []
+        root = self.path / BACKUPS
+        for slot in sorted(root.glob("[0-9][0-9]")) if root.is_dir() else []:
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                out.append((slot, json.loads((slot / STATE).read_text())))
+        return out
+
+    def backup(self) -> Path:
+        root = self.path / BACKUPS
+        root.mkdir(exist_ok=True)
+        new = root / ".new"
+        if new.exists():
+            shutil.rmtree(new)
+        new.mkdir()
+        for name in (*CHECKPOINT_FILES, PREVIEW):
+            src = self.file(name)
+            if src.exists():
+                try:
+                    os.link(src, new / name)
+                except OSError:
+                    shutil.copy2(src, new / name)
+                    _fsync_file(new / name)
+        fsync_dir(new)
+        oldest = root / f"{MAX_BACKUPS:02d}"
+        if oldest.exists():
+            shutil.rmtree(oldest)
+        for i in range(MAX_BACKUPS - 1, 0, -1):
+            if (root / f"{i:02d}").exists():
+                os.replace(root / f"{i:02d}", root / f"{i + 1:02d}")
+        os.replace(new, root / "01")
+        fsync_dir(root)
+        return root / "01"
+
+    def restore(self, slot: Path) -> None:
+        """Make backup `slot` the current checkpoint (through the same commit as a save)."""
+        self.recover()
+        staging = self.path / STAGING
+        staging.mkdir()
+        for name in CHECKPOINT_FILES:
+            if (slot / name).exists():
+                shutil.copy2(slot / name, staging / name)
+                _fsync_file(staging / name)
+        fsync_dir(staging)
+        os.replace(staging, self.path / COMMIT)
+        fsync_dir(self.path)
+        self.recover()
+
+
+def model_folders(model_root: Path, class_name: str | None = None) -> list[ModelFolder]:
+    """Model folders under `model_root`, newest save first."""
+    if not Path(model_root).is_dir():
+        return []
+    found = []
+    for p in Path(model_root).iterdir():
+        if p.is_dir() and "_" in p.name and not p.name.startswith(("_", ".")):
+            folder = ModelFolder(p)
+            if folder.exists() and (class_name is None or folder.class_name == class_name):
+                found.append(folder)
+    return sorted(
+        found, key=lambda f: f.file(STATE).stat().st_mtime if f.file(STATE).exists() else 0, reverse=True
+    )

@@ -1,0 +1,57 @@
+"""Single-key commands on a terminal (s, b, p, Enter) without blocking the training loop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import sys
+import threading
+
+try:
+    import termios
+    import tty
+except ImportError:  # pragma: no cover - not on POSIX
+    termios = tty = None
+
+_NAMES = {"\r": "enter", "\n": "enter"}
+
+
+def usable() -> bool:
+    return termios is not None and sys.stdin.isatty() and sys.stdout.isatty()
+
+
+class KeyReader:
+    """Reads keys in a thread while the terminal is in cbreak mode; `poll()` returns one or None."""
+
+    def __init__(self):
+        self.keys: queue.Queue[str] = queue.Queue()
+        self._stop = threading.Event()
+        self._saved = None
+
+    def __enter__(self) -> KeyReader:
+        if usable():
+            fd = sys.stdin.fileno()
+            self._saved = termios.tcgetattr(fd)
+            tty.setcbreak(fd)
+            threading.Thread(target=self._read, args=(fd,), daemon=True).start()
+        return self
+
+    def _read(self, fd: int) -> None:
+        while not self._stop.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                ch = os.read(fd, 1).decode(errors="ignore").lower()
+                if ch:
+                    self.keys.put(_NAMES.get(ch, ch))
+
+    def poll(self) -> str | None:
+        with contextlib.suppress(queue.Empty):
+            return self.keys.get_nowait()
+        return None
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._saved is not None:
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved)

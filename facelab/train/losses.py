@@ -1,0 +1,62 @@
+"""Losses, always in float32: SSIM's variance terms lose all precision in bf16 and go NaN."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _gaussian(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32, device=device) - (size - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def _separable(x: torch.Tensor, k: torch.Tensor, pad: int) -> torch.Tensor:
+    c = x.shape[1]
+    if pad:
+        x = F.pad(x, (pad, pad, pad, pad))
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def gaussian_blur(x: torch.Tensor, radius: float) -> torch.Tensor:
+    """Blur with sigma = radius, zero padding (as the reference blurs masks)."""
+    size = max(3, 2 * math.ceil(2 * radius) + 1)
+    return _separable(x.float(), _gaussian(size, radius, x.device), size // 2)
+
+
+def dssim(a: torch.Tensor, b: torch.Tensor, filter_size: int, sigma: float = 1.5) -> torch.Tensor:
+    """(1 - SSIM) / 2 per sample, SSIM averaged over channels and valid positions; inputs in [0, 1]."""
+    a, b = a.float(), b.float()
+    k = _gaussian(filter_size, sigma, a.device)
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = _separable(a, k, 0), _separable(b, k, 0)
+    var_a = _separable(a * a, k, 0) - mu_a**2
+    var_b = _separable(b * b, k, 0) - mu_b**2
+    cov = _separable(a * b, k, 0) - mu_a * mu_b
+    luminance = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
+    contrast_structure = (2 * cov + c2) / (var_a + var_b + c2)
+    ssim = (luminance * contrast_structure).mean(dim=(1, 2, 3))
+    return (1 - ssim) / 2
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.float() - b.float()).pow(2).mean(dim=(1, 2, 3))
+
+
+def masked_face_loss(
+    pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample 10*DSSIM + 10*MSE on the mask-weighted face, plus 10*MSE of the mask.
+
+    The target mask is blurred (radius res/32) so the face edge is learnt softly; the reference
+    trains Quick96 (and SAEHD below 256 px) with this loss.
+    """
+    res = target.shape[-1]
+    blurred = gaussian_blur(target_mask, max(1, res // 32))
+    t, p = target.float() * blurred, pred.float() * blurred
+    loss = 10 * dssim(t, p, filter_size=int(res / 11.6)) + 10 * mse(t, p)
+    return loss + 10 * mse(blurred, pred_mask)

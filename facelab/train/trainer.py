@@ -1,0 +1,470 @@
+"""The training loop every model uses, readable top to bottom.
+
+`train()` opens (or creates) `model/<name>_<Class>/`, loads both facesets once, then loops:
+draw a batch (every n-th iteration re-uses the last one unwarped), forward under the chosen
+precision, losses in float32, backward, optimiser step; it saves on a timer, at the target
+iteration, on `s`/Enter, and on Ctrl-C or SIGTERM. A checkpoint holds the architecture, the
+weights, the optimiser state, the iteration, the loss history and the random-number counters,
+so a resumed run continues exactly where the saved one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import torch
+
+from facelab import __version__, progress
+from facelab.errors import FacelabError
+from facelab.fsutil import write_bytes_atomic
+from facelab.info import has_amx
+from facelab.models import create_model
+from facelab.train import keys, preview
+from facelab.train.augment import EpochSampler, augment, generator
+from facelab.train.checkpoint import PREVIEW, CheckpointError, ModelFolder
+from facelab.train.data import FaceSamples, load_samples
+from facelab.train.history import LossHistory
+from facelab.train.losses import masked_face_loss
+from facelab.train.optim import RMSprop
+from facelab.train.recipes import Recipe
+from facelab.workspace import Workspace
+
+SIDES = ("src", "dst")
+
+
+@dataclass
+class TrainOptions:
+    batch: int | None = None  # None: the saved value, else the recipe's
+    target_iter: int = 0  # 0 = until stopped
+    save_every_min: float = 25.0
+    backup_every_hours: float = 0.0  # 0 = only on `b`
+    preview: bool = True
+    preview_history: bool = False
+    precision: str = "auto"  # auto | fp32 | bf16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int | None = None  # for a new model; None = random
+    from_model: str | None = None  # start a new model from this one's weights
+    arch: dict = field(default_factory=dict)  # architecture overrides for a new model (tests, tiny models)
+    status_every_s: float = 30.0  # without a terminal: one status line this often
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    iteration: int
+    first_losses: list[float]  # mean src/dst loss over the first logged bucket
+    last_losses: list[float]  # mean src/dst loss over the last iterations of this run
+    ms_per_iter: float
+    data_share: float  # fraction of iteration time spent making batches
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(choice)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FacelabError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FacelabError("--device mps: Metal is not available here; use --device cpu")
+    return dev
+
+
+def pick_precision(choice: str, device: torch.device) -> str:
+    """bf16 autocast only where it pays: a CPU with AMX tiles, or a CUDA GPU with bf16."""
+    if choice != "auto":
+        if choice == "bf16" and device.type == "cpu" and not has_amx():
+            progress.say("note: this CPU has no AMX; bf16 will be much slower than fp32 here")
+        return choice
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if has_amx() else "fp32"
+    return "fp32"
+
+
+def is_oom(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    )
+
+
+class Session:
+    """One model being trained: network, optimiser, data, counters."""
+
+    def __init__(self, ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions):
+        self.ws, self.recipe, self.folder, self.opts = ws, recipe, folder, opts
+        self.device = pick_device(opts.device)
+        self.precision = pick_precision(opts.precision, self.device)
+        self.stop_requested = False
+        if folder.exists():
+            self._resume()
+        else:
+            self._create()
+        if opts.batch is not None:
+            if opts.batch < 1:
+                raise FacelabError(f"--batch {opts.batch}: the batch size must be at least 1")
+            self.batch = opts.batch
+        res, face_type = self.model.config["resolution"], self.config["face_type"]
+        label = f"{recipe.class_name} ({face_type}, {res} px)"
+        self.data = {s: load_samples(ws.aligned_dir(s), res, face_type, label).to(self.device) for s in SIDES}
+        self.samplers = {s: EpochSampler(len(self.data[s]), self.seed, s) for s in SIDES}
+        self._pick_preview_faces()
+
+    # ------------------------------------------------------------------ model and state
+    def _build(self, arch: dict) -> None:
+        torch.manual_seed(self.seed)  # initial weights follow the run's seed
+        self.model = create_model(self.recipe.model, **arch).to(self.device)
+        if self.precision == "bf16":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = RMSprop(list(self.model.named_parameters()), lr=self.recipe.lr,
+                           lr_dropout=self.recipe.lr_dropout, seed=self.seed)  # fmt: skip
+
+    def _create(self) -> None:
+        self.seed = self.opts.seed if self.opts.seed is not None else secrets.randbits(62)
+        arch = dict(self.opts.arch)
+        reused = None
+        if self.opts.from_model:
+            other = ModelFolder.of(self.folder.path.parent, self.opts.from_model, self.recipe.class_name)
+            if not other.exists():
+                raise FacelabError(f"--from {self.opts.from_model}: there is no model {other.path}")
+            ckpt = other.load()
+            arch = {k: v for k, v in ckpt.config["architecture"].items() if k != "name"}
+            reused = self.opts.from_model
+        self._build(arch)
+        if reused:
+            self.model.load_state_dict(ckpt.weights)
+            self.opt.load_state_tensors(ckpt.optimizer)
+        self.config = {
+            "model": self.recipe.model,
+            "class": self.recipe.class_name,
+            "face_type": self.recipe.face_type,
+            "architecture": self.model.config,
+            "training": self.recipe.to_json(),
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "facelab": __version__,
+            "torch": torch.__version__,
+        }
+        self.iteration, self.elapsed = 0, 0.0
+        self.batch = self.recipe.batch
+        self.drawn = {s: 0 for s in SIDES}  # samples drawn so far per side
+        self.batches_drawn = 0
+        self.last_batch: dict | None = None
+        self.history = LossHistory(2)
+        self.preview_faces: dict[str, list[str]] = {}
+        self.reused_from = reused
+
+    def _resume(self) -> None:
+        ckpt = self.folder.load()
+        self.config, state = ckpt.config, ckpt.state
+        if self.config.get("model") != self.recipe.model:
+            raise FacelabError(
+                f"{self.folder} is a {self.config.get('model')} model, not {self.recipe.model}"
+            )
+        self.seed = int(state["seed"])
+        self._build({k: v for k, v in self.config["architecture"].items() if k != "name"})
+        try:
+            self.model.load_state_dict(ckpt.weights)
+            self.opt.load_state_tensors(ckpt.optimizer)
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{self.folder} does not match its config.json ({exc})") from None
+        self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed_s"])
+        self.batch = int(state["batch"])
+        self.drawn, self.batches_drawn = dict(state["drawn"]), int(state["batches_drawn"])
+        self.last_batch = state.get("last_batch")
+        self.history = LossHistory.from_json(state["history"])
+        self.preview_faces = state.get("preview_faces", {})
+        self.reused_from = state.get("reused_from")
+
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "elapsed_s": self.elapsed,
+            "seed": self.seed,
+            "batch": self.batch,
+            "drawn": self.drawn,
+            "batches_drawn": self.batches_drawn,
+            "last_batch": self.last_batch,
+            "history": self.history.to_json(),
+            "preview_faces": self.preview_faces,
+            "reused_from": self.reused_from,
+            "saved_at": datetime.now().isoformat(timespec="seconds"),
+            "precision": self.precision,
+            "device": str(self.device),
+            "faces": {s: len(self.data[s]) for s in SIDES},
+        }
+
+    def _pick_preview_faces(self) -> None:
+        rows = max(1, min(4, self.batch, 800 // self.model.config["resolution"]))
+        self.preview_idx = {}
+        for s in SIDES:
+            names = self.data[s].names
+            index = {n: i for i, n in enumerate(names)}
+            chosen = [index[n] for n in self.preview_faces.get(s, []) if n in index][:rows]
+            if len(chosen) < min(rows, len(names)):
+                perm = torch.randperm(len(names), generator=generator(self.seed, s, "preview")).tolist()
+                chosen += [i for i in perm if i not in chosen][: rows - len(chosen)]
+            self.preview_idx[s] = chosen
+            self.preview_faces[s] = [names[i] for i in chosen]
+
+    # ------------------------------------------------------------------ one iteration
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _side_batch(self, side: str, start: int, batch_no: int, size: int, warp: bool):
+        data: FaceSamples = self.data[side]
+        idx = self.samplers[side].indices(start, size).to(self.device)
+        g = generator(self.seed, side, "augment", batch_no)
+        return augment(data.images[idx], data.masks[idx], self.recipe.augment, g, warp)
+
+    def next_batches(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Fresh warped batches, or (every n-th iteration) the last batch again without the warp."""
+        every = self.recipe.repeat_unwarped_every
+        repeat = every and self.iteration % every == 0 and self.last_batch is not None
+        if not repeat:
+            self.last_batch = {"start": dict(self.drawn), "batch_no": self.batches_drawn, "size": self.batch}
+            self.drawn = {s: self.drawn[s] + self.batch for s in SIDES}
+            self.batches_drawn += 1
+        lb = self.last_batch
+        return {
+            s: self._side_batch(s, lb["start"][s], lb["batch_no"], lb["size"], warp=not repeat) for s in SIDES
+        }
+
+    def train_step(self, batches) -> tuple[float, float]:
+        (warped_src, target_src, mask_src), (warped_dst, target_dst, mask_dst) = (
+            batches["src"],
+            batches["dst"],
+        )
+        if self.precision == "bf16":
+            warped_src = warped_src.contiguous(memory_format=torch.channels_last)
+            warped_dst = warped_dst.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            out = self.model(warped_src, warped_dst, swap=False)
+        # Losses in float32, outside autocast.
+        src_loss = masked_face_loss(out["src"], out["src_mask"], target_src, mask_src).mean()
+        dst_loss = masked_face_loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
+        (src_loss + dst_loss).backward()
+        src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
+        self.opt.step(self.iteration)
+        self.opt.zero_grad()
+        self.iteration += 1
+        losses = [src_loss.item(), dst_loss.item()]
+        self.history.add(self.iteration, losses)
+        return losses[0], losses[1]
+
+    # ------------------------------------------------------------------ outputs
+    @torch.no_grad()
+    def render_preview(self):
+        faces = {s: self.data[s].images[self.preview_idx[s]].float().div(255) for s in SIDES}
+        with self.autocast():
+            out = self.model(faces["src"], faces["dst"])
+        columns = [faces["src"], out["src"], faces["dst"], out["dst"], out["swap"]]
+        title = f"{self.recipe.class_name} '{self.folder.name}'"
+        return preview.compose(
+            title, self.iteration, self.history.points(), [preview.to_uint8(c) for c in columns]
+        )
+
+    def write_preview(self) -> None:
+        if not self.opts.preview:
+            return
+        ok, jpg = cv2.imencode(".jpg", self.render_preview(), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if ok:
+            write_bytes_atomic(self.folder.path / PREVIEW, jpg.tobytes(), fsync=False)
+
+    def write_history_preview(self) -> None:
+        folder = self.folder.path / "history"
+        folder.mkdir(exist_ok=True)
+        ok, jpg = cv2.imencode(".jpg", self.render_preview(), [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if ok:
+            write_bytes_atomic(folder / f"{self.iteration:07d}.jpg", jpg.tobytes(), fsync=False)
+
+    def summary(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        arch = ", ".join(f"{k}={v}" for k, v in self.model.config.items() if k != "name")
+        lines = [
+            f"{self.recipe.class_name} model '{self.folder.name}'",
+            f"iteration:      {self.iteration}",
+            f"architecture:   {arch}",
+            f"parameters:     {params / 1e6:.1f} M",
+            f"face type:      {self.config['face_type']}",
+            f"batch size:     {self.batch}",
+            f"optimiser:      RMSprop lr {self.recipe.lr:g}, lr dropout keep {self.recipe.lr_dropout:g}",
+            f"augmentation:   {self.recipe.augment}",
+            f"device:         {self.device} ({self.precision})",
+            f"faces:          src {len(self.data['src'])}, dst {len(self.data['dst'])}",
+            f"training time:  {self.elapsed / 3600:.2f} h",
+            f"created:        {self.config['created']} with facelab {self.config['facelab']}",
+        ]
+        if self.reused_from:
+            lines.append(f"reused from:    {self.reused_from}")
+        return "\n".join(lines) + "\n"
+
+    def save(self) -> None:
+        self.folder.save(self.config, self.model.state_dict(), self.opt.state_tensors(), self.state(),
+                         self.summary())  # fmt: skip
+        self.write_preview()
+
+
+class StatusLine:
+    """`[HH:MM:SS][#iteration][ms/iter][src loss][dst loss]`, in place on a terminal."""
+
+    def __init__(self, every_s: float):
+        self.tty = sys.stdout.isatty()
+        self.every_s, self.last = every_s, 0.0
+
+    def update(self, it: int, ms: float, src: float, dst: float) -> None:
+        text = f"[{time.strftime('%H:%M:%S')}][#{it:06d}][{ms:04.0f}ms][{src:.4f}][{dst:.4f}]"
+        if progress.is_quiet():
+            return
+        if self.tty:
+            sys.stdout.write("\r" + text)
+            sys.stdout.flush()
+        elif time.monotonic() - self.last >= self.every_s:
+            print(text, flush=True)
+            self.last = time.monotonic()
+
+    def line(self, text: str) -> None:
+        if self.tty:
+            sys.stdout.write("\r\033[K")
+        print(text, flush=True)
+
+
+def _open_session(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions) -> Session:
+    try:
+        return Session(ws, recipe, folder, opts)
+    except CheckpointError as exc:
+        backups = folder.backups()
+        hint = (
+            f"; the latest autobackup is {backups[0][0].name} (iteration {backups[0][1].get('iteration')}): "
+            f"restore it with `facelab models restore {folder.name}`"
+            if backups
+            else "; there is no autobackup to restore"
+        )
+        raise CheckpointError(f"{exc}{hint}") from None
+
+
+def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> TrainResult:
+    torch.set_num_threads(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+    folder = ModelFolder.of(ws.model_dir, name, recipe.class_name)
+    with folder.lock() as note:
+        if note:
+            progress.say(note)
+        folder.recover()
+        session = _open_session(ws, recipe, folder, opts)
+        return _loop(session, opts)
+
+
+def _loop(s: Session, opts: TrainOptions) -> TrainResult:
+    status = StatusLine(opts.status_every_s)
+    if opts.target_iter and s.iteration >= opts.target_iter:
+        status.line(
+            f"{s.folder} is at iteration {s.iteration}, which reaches --target-iter {opts.target_iter}: "
+            "raise it to train on"
+        )
+        return TrainResult(s.folder.path, s.iteration, [], [], 0.0, 0.0)
+    status.line(
+        f"{'Resuming' if s.iteration else 'Starting'} {s.recipe.class_name} '{s.folder.name}' at iteration "
+        f"{s.iteration}: batch {s.batch}, {s.device} {s.precision}, faces src {len(s.data['src'])} / "
+        f"dst {len(s.data['dst'])}"
+        + (" (Enter saves and exits; s save, b backup, p preview)" if keys.usable() else "")
+    )
+    if not s.iteration:
+        status.line("Trying the first iteration. If it fails for memory, use a smaller --batch.")
+
+    def request_stop(signum, _frame):
+        s.stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    last_save = last_backup = time.monotonic()
+    since_save: list[list[float]] = []
+    run_losses: list[list[float]] = []
+    data_time = step_time = 0.0
+    first_iteration = s.iteration
+    try:
+        with keys.KeyReader() as reader:
+            while not s.stop_requested:
+                t0 = time.perf_counter()
+                try:
+                    batches = s.next_batches()
+                    t1 = time.perf_counter()
+                    losses = s.train_step(batches)
+                except Exception as exc:
+                    if is_oom(exc):
+                        raise FacelabError(
+                            f"out of memory at batch size {s.batch} on {s.device}: "
+                            f"train with a smaller batch, e.g. --batch {max(1, s.batch // 2)}"
+                        ) from exc
+                    raise
+                t2 = time.perf_counter()
+                data_time, step_time = data_time + t1 - t0, step_time + t2 - t0
+                s.elapsed += t2 - t0
+                since_save.append(list(losses))
+                run_losses.append(list(losses))
+                status.update(s.iteration, (t2 - t0) * 1000, *losses)
+                if opts.preview_history and opts.preview and s.iteration % 10 == 0:
+                    s.write_history_preview()
+
+                key = reader.poll()
+                done = bool(opts.target_iter) and s.iteration >= opts.target_iter
+                now = time.monotonic()
+                due = (
+                    now - last_save >= opts.save_every_min * 60 or s.iteration == 1
+                )  # a new model saves at once
+                if due or done or key in ("s", "enter") or s.stop_requested:
+                    s.save()
+                    last_save = now
+                    means = [sum(v) / len(since_save) for v in zip(*since_save, strict=True)]
+                    status.line(
+                        f"[{time.strftime('%H:%M:%S')}] saved at #{s.iteration}: mean loss since last save "
+                        f"src {means[0]:.4f} dst {means[1]:.4f}; "
+                        f"{step_time / (s.iteration - first_iteration) * 1000:.0f} ms/iter, "
+                        f"{data_time / step_time:.0%} waiting for data"
+                    )
+                    since_save = []
+                    backup_due = (
+                        opts.backup_every_hours and now - last_backup >= opts.backup_every_hours * 3600
+                    )
+                    if backup_due:
+                        status.line(f"autobackup: {s.folder.backup()}")
+                        last_backup = now
+                if key == "b":
+                    s.save()
+                    status.line(f"backup: {s.folder.backup()}")
+                elif key == "p":
+                    s.write_preview()
+                if done or key == "enter":
+                    break
+            if s.stop_requested:
+                status.line(f"stopped at iteration {s.iteration}; saved")
+            elif opts.target_iter and s.iteration >= opts.target_iter:
+                status.line(f"reached the target iteration {opts.target_iter}; saved")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    n = len(run_losses)
+    head, tail = run_losses[: max(1, n // 10)], run_losses[-max(1, n // 10) :]
+    return TrainResult(
+        s.folder.path,
+        s.iteration,
+        [sum(v) / len(head) for v in zip(*head, strict=True)],
+        [sum(v) / len(tail) for v in zip(*tail, strict=True)],
+        step_time / max(1, n) * 1000,
+        data_time / step_time if step_time else 0.0,
+    )
