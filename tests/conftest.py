@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,31 @@ def assert_clean_error(proc: subprocess.CompletedProcess, code: int, *words: str
     assert len(lines) == 1, proc.stderr
     for w in words:
         assert w in lines[0], (w, lines[0])
+
+
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def faces_ws(tmp_path_factory) -> Path:
+    """A workspace with aligned faces from the real src_1.mp4 (10 fps) and dst_1.mp4 (every frame)."""
+    if not MEDIA.is_dir():
+        pytest.skip(f"real face media not found at {MEDIA} (the project's shared/ folder is absent)")
+    ws = tmp_path_factory.mktemp("faces")
+    for side, fps in (("src", ["--fps", "10"]), ("dst", [])):
+        for args in (
+            ["extract-frames", side, "--input", MEDIA / f"{side}_1.mp4", *fps],
+            ["extract-faces", side, "--size", "256", "--no-debug-images"],
+        ):
+            proc = run_cli(*args, "-w", ws, "-q")
+            assert proc.returncode == 0, proc.stderr
+    return ws
+
+
+@pytest.fixture
+def train_ws(faces_ws: Path, tmp_path: Path) -> Path:
+    """A private copy of `faces_ws`'s aligned faces, to train in and to damage."""
+    ws = tmp_path / "ws"
+    for side in ("src", "dst"):
+        shutil.copytree(faces_ws / f"data_{side}" / "aligned", ws / f"data_{side}" / "aligned")
+    return ws

@@ -6,8 +6,8 @@ finishes a `.commit/` that a crash interrupted and discards a `.saving/`; reader
 hold the lock read through `.commit/` first. So a loader always sees the previous save or the
 new one, never a mix, and `state.json` records each tensor file's SHA-256 to catch damage.
 
-Autobackups are hard links of a save's files (instant, and no extra disk until the next
-save replaces them), rotated `_autobackups/01` (newest) to `24`.
+Autobackups are full copies of a save (not hard links: a damaged block must not damage the
+backup too), rotated `_autobackups/01` (newest) to `24`.
 """
 
 from __future__ import annotations
@@ -215,11 +215,8 @@ class ModelFolder:
         for name in (*CHECKPOINT_FILES, PREVIEW):
             src = self.file(name)
             if src.exists():
-                try:
-                    os.link(src, new / name)
-                except OSError:
-                    shutil.copy2(src, new / name)
-                    _fsync_file(new / name)
+                shutil.copy2(src, new / name)
+                _fsync_file(new / name)
         fsync_dir(new)
         oldest = root / f"{MAX_BACKUPS:02d}"
         if oldest.exists():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -28,9 +29,10 @@ from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
 from facelab.info import has_amx
 from facelab.models import create_model
+from facelab.models.registry import model_options
 from facelab.train import keys, preview
 from facelab.train.augment import EpochSampler, augment, generator
-from facelab.train.checkpoint import PREVIEW, CheckpointError, ModelFolder
+from facelab.train.checkpoint import CONFIG, PREVIEW, CheckpointError, ModelFolder
 from facelab.train.data import FaceSamples, load_samples
 from facelab.train.history import LossHistory
 from facelab.train.losses import masked_face_loss
@@ -110,19 +112,36 @@ class Session:
         self.device = pick_device(opts.device)
         self.precision = pick_precision(opts.precision, self.device)
         self.stop_requested = False
+        if opts.batch is not None and opts.batch < 1:
+            raise FacelabError(f"--batch {opts.batch}: the batch size must be at least 1")
+        # Faces first: bad data should fail before minutes of model building.
+        arch, face_type = self._planned()
+        label = f"{recipe.class_name} ({face_type}, {arch['resolution']} px)"
+        self.data = {
+            s: load_samples(ws.aligned_dir(s), arch["resolution"], face_type, label).to(self.device)
+            for s in SIDES
+        }
         if folder.exists():
             self._resume()
         else:
             self._create()
         if opts.batch is not None:
-            if opts.batch < 1:
-                raise FacelabError(f"--batch {opts.batch}: the batch size must be at least 1")
             self.batch = opts.batch
-        res, face_type = self.model.config["resolution"], self.config["face_type"]
-        label = f"{recipe.class_name} ({face_type}, {res} px)"
-        self.data = {s: load_samples(ws.aligned_dir(s), res, face_type, label).to(self.device) for s in SIDES}
         self.samplers = {s: EpochSampler(len(self.data[s]), self.seed, s) for s in SIDES}
         self._pick_preview_faces()
+
+    def _planned(self) -> tuple[dict, str]:
+        """(architecture, face type) of the model this session will train, without building it."""
+        if self.folder.exists():
+            config = self.folder.read_json(CONFIG)
+        elif self.opts.from_model:
+            other = ModelFolder.of(self.folder.path.parent, self.opts.from_model, self.recipe.class_name)
+            if not other.exists():
+                raise FacelabError(f"--from {self.opts.from_model}: there is no model {other.path}")
+            config = other.read_json(CONFIG)
+        else:
+            return model_options(self.recipe.model, **self.opts.arch), self.recipe.face_type
+        return config["architecture"], config.get("face_type", self.recipe.face_type)
 
     # ------------------------------------------------------------------ model and state
     def _build(self, arch: dict) -> None:
@@ -138,10 +157,9 @@ class Session:
         arch = dict(self.opts.arch)
         reused = None
         if self.opts.from_model:
-            other = ModelFolder.of(self.folder.path.parent, self.opts.from_model, self.recipe.class_name)
-            if not other.exists():
-                raise FacelabError(f"--from {self.opts.from_model}: there is no model {other.path}")
-            ckpt = other.load()
+            ckpt = ModelFolder.of(
+                self.folder.path.parent, self.opts.from_model, self.recipe.class_name
+            ).load()
             arch = {k: v for k, v in ckpt.config["architecture"].items() if k != "name"}
             reused = self.opts.from_model
         self._build(arch)
@@ -363,12 +381,17 @@ def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> Train
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     )
     folder = ModelFolder.of(ws.model_dir, name, recipe.class_name)
-    with folder.lock() as note:
-        if note:
-            progress.say(note)
-        folder.recover()
-        session = _open_session(ws, recipe, folder, opts)
-        return _loop(session, opts)
+    new_folder = not folder.path.exists()
+    try:
+        with folder.lock() as note:
+            if note:
+                progress.say(note)
+            folder.recover()
+            session = _open_session(ws, recipe, folder, opts)
+            return _loop(session, opts)
+    finally:
+        if new_folder and not folder.exists():  # failed before its first save: leave no empty model behind
+            shutil.rmtree(folder.path, ignore_errors=True)
 
 
 def _loop(s: Session, opts: TrainOptions) -> TrainResult:

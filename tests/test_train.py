@@ -1,0 +1,203 @@
+"""Training parts on small synthetic data: augmentation, losses, optimiser, history, model folders."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from facelab.faces.masks import hull_mask
+from facelab.train.augment import AugmentSpec, EpochSampler, augment, generator
+from facelab.train.checkpoint import (
+    BACKUPS,
+    COMMIT,
+    STAGING,
+    WEIGHTS,
+    CheckpointError,
+    ModelFolder,
+    ModelLocked,
+)  # fmt: skip
+from facelab.train.history import MAX_BUCKETS, LossHistory
+from facelab.train.losses import dssim, gaussian_blur, masked_face_loss
+from facelab.train.optim import RMSprop
+
+
+def _faces(n=4, res=32):
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, 3, res, res, generator=g) * 255).byte()
+    masks = torch.zeros(n, 1, res, res, dtype=torch.uint8)
+    masks[..., 8:24, 8:24] = 255
+    return images, masks
+
+
+def test_epoch_sampler_visits_every_face_once_per_epoch():
+    s = EpochSampler(10, seed=3, side="src")
+    first, second = s.indices(0, 10), s.indices(10, 10)
+    assert sorted(first.tolist()) == list(range(10)) and sorted(second.tolist()) == list(range(10))
+    assert first.tolist() != second.tolist()
+    assert (
+        s.indices(7, 6).tolist() == torch.cat([first[7:], second[:3]]).tolist()
+    )  # by position, any batch size
+
+
+def test_augment_is_a_pure_function_of_its_generator():
+    images, masks = _faces()
+    a = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 5), warp=True)
+    b = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 5), warp=True)
+    c = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 6), warp=True)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(a[0], c[0])
+    warped, target, mask = a
+    assert warped.dtype == torch.float32 and float(warped.min()) >= 0 and float(warped.max()) <= 1
+    assert not torch.equal(warped, target)  # the warp moves pixels
+    # Unwarped, the same draw gives exactly the same target: the repeat iteration's input.
+    _, target2, _ = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 5), warp=False)
+    assert torch.equal(target, target2)
+
+
+def test_identity_augment_returns_the_faces():
+    images, masks = _faces()
+    spec = AugmentSpec(random_warp=False, rotation_deg=0, scale=0, shift=0)
+    warped, target, mask = augment(images, masks, spec, generator(0), warp=True)
+    assert torch.allclose(target, images.float() / 255, atol=1e-5) and torch.equal(warped, target)
+    assert torch.allclose(mask, masks.float() / 255, atol=1e-5)
+
+
+def _drawn_landmarks() -> np.ndarray:
+    """68 points of a plain frontal face in a 128 px image: jaw arc, brows at y=45, eyes at y=55."""
+    p = np.zeros((68, 2))
+    t = np.linspace(np.pi, 0, 17)
+    p[:17] = np.c_[64 + 40 * np.cos(t), 50 + 50 * np.sin(t)]  # jaw: from the left temple down and up
+    p[17:27] = np.c_[np.linspace(32, 96, 10), np.full(10, 45.0)]  # brows
+    p[27:36] = np.c_[np.full(9, 64.0), np.linspace(50, 80, 9)]  # nose
+    p[36:48] = np.c_[np.linspace(38, 90, 12), np.full(12, 55.0)]  # eyes
+    p[48:68] = np.c_[np.linspace(50, 78, 20), np.full(20, 88.0)]  # mouth
+    return p
+
+
+def test_hull_mask_covers_the_face_and_raised_brows():
+    m = hull_mask(_drawn_landmarks(), 128)
+    assert m[70, 64] == 255 and m[95, 64] == 255  # face centre, chin
+    assert m[5, 5] == 0 and m[120, 5] == 0
+    assert m[41, 64] == 255  # above the brow line: brows are raised by half their distance to the eyes
+    assert m[30, 64] == 0
+
+
+def test_dssim_and_masked_loss():
+    a = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(dssim(a, a, 3), torch.zeros(2), atol=1e-6)
+    assert (dssim(a, torch.rand(2, 3, 32, 32), 3) > 0.1).all()
+    loss = masked_face_loss(a.bfloat16(), torch.rand(2, 1, 32, 32).bfloat16(), a, torch.ones(2, 1, 32, 32))
+    assert loss.dtype == torch.float32 and loss.shape == (2,)  # losses stay fp32 under bf16 outputs
+    blurred = gaussian_blur(torch.ones(1, 1, 9, 9), 1)
+    assert blurred[0, 0, 4, 4] > 0.99 and blurred[0, 0, 0, 0] < 0.6  # zero padding softens the border
+
+
+def test_rmsprop_matches_its_formula_and_lr_dropout_keeps_30_percent():
+    w = torch.nn.Parameter(torch.ones(1000))
+    opt = RMSprop([("w", w)], lr=0.1)
+    w.grad = torch.full((1000,), 2.0)
+    opt.step(0)
+    acc = 0.1 * 4.0
+    assert torch.allclose(w.detach(), torch.full((1000,), 1 - 0.1 * 2 / (acc**0.5 + 1e-7)))
+    v = torch.nn.Parameter(torch.ones(200_000))
+    drop = RMSprop([("v", v)], lr=0.1, lr_dropout=0.3, seed=1)
+    moved = []
+    for step in range(3):
+        before = v.detach().clone()
+        v.grad = torch.ones_like(v)
+        drop.step(step)
+        moved.append((v.detach() != before).float())
+    assert all(abs(float(m.mean()) - 0.3) < 0.01 for m in moved)
+    assert float((moved[0] * moved[1]).mean()) == pytest.approx(0.09, abs=0.01)  # independent per step
+    restored = RMSprop([("v", v)], lr=0.1)
+    restored.load_state_tensors(drop.state_tensors())
+    assert torch.equal(restored.acc[0], drop.acc[0])
+
+
+def test_loss_history_stays_small_and_round_trips():
+    h = LossHistory(2)
+    for i in range(1, 3 * MAX_BUCKETS + 6):
+        h.add(i, [1.0 / i, 2.0])
+    assert len(h.buckets) < MAX_BUCKETS and h.width == 4
+    again = LossHistory.from_json(json.loads(json.dumps(h.to_json())))
+    assert again.points() == h.points()
+    assert sum(1 for _ in again.buckets) * again.width + again.pending_count == 3 * MAX_BUCKETS + 5
+
+
+# ------------------------------------------------------------------------------ model folders
+
+
+def _save(folder: ModelFolder, value: float, iteration: int) -> None:
+    folder.save({"model": "x"}, {"w": torch.full((4,), value)}, {"acc/w": torch.zeros(4)},
+                {"iteration": iteration}, "summary\n")  # fmt: skip
+
+
+def test_save_and_load(tmp_path):
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    assert folder.name == "m" and folder.class_name == "Quick96" and not folder.exists()
+    _save(folder, 1.0, 10)
+    ckpt = folder.load()
+    assert ckpt.state["iteration"] == 10 and torch.equal(ckpt.weights["w"], torch.ones(4))
+    assert set(ckpt.state["digests"]) == {"model.safetensors", "optimizer.safetensors"}
+    assert oct(os.stat(folder.path / WEIGHTS).st_mode & 0o777) != "0o600"
+
+
+def test_interrupted_saves_give_old_or_new_never_a_mix(tmp_path):
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    _save(folder, 1.0, 10)
+    # A crash before the commit point leaves .saving/: it is dropped, the old save stays.
+    (folder.path / STAGING).mkdir()
+    (folder.path / STAGING / WEIGHTS).write_bytes(b"half written")
+    assert folder.load().state["iteration"] == 10  # readers ignore .saving/
+    folder.recover()
+    assert not (folder.path / STAGING).exists()
+    # A crash after it, with some files already moved: readers see the new save; recovery finishes it.
+    _save(ModelFolder.of(tmp_path / "other", "m", "Quick96"), 2.0, 20)
+    os.rename(tmp_path / "other" / "m_Quick96", folder.path / COMMIT)
+    os.replace(folder.path / COMMIT / WEIGHTS, folder.path / WEIGHTS)
+    ckpt = folder.load()
+    assert ckpt.state["iteration"] == 20 and torch.equal(ckpt.weights["w"], torch.full((4,), 2.0))
+    folder.recover()
+    assert not (folder.path / COMMIT).exists() and folder.load().state["iteration"] == 20
+
+
+def test_damaged_and_missing_files_are_named(tmp_path):
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    _save(folder, 1.0, 10)
+    data = bytearray((folder.path / WEIGHTS).read_bytes())
+    data[-3] ^= 0xFF
+    (folder.path / WEIGHTS).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors is damaged"):
+        folder.load()
+    (folder.path / "state.json").unlink()
+    with pytest.raises(CheckpointError, match="state.json is missing"):
+        folder.load()
+
+
+def test_lock_refuses_a_second_trainer_and_clears_a_stale_one(tmp_path):
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    with folder.lock() as note:
+        assert note is None and folder.is_locked()
+        with pytest.raises(ModelLocked, match=f"process {os.getpid()}"), folder.lock():
+            pass
+    assert not folder.is_locked()
+    (folder.path / ".lock").write_text("process 999999 since 2026-01-01 00:00:00")  # its holder died
+    with folder.lock() as note:
+        assert note == "cleared a stale lock left by process 999999 since 2026-01-01 00:00:00"
+
+
+def test_backups_rotate_newest_first_and_restore(tmp_path):
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    for it in (1, 2, 3):
+        _save(folder, float(it), it)
+        folder.backup()
+    assert [s.name for s, _ in folder.backups()] == ["01", "02", "03"]
+    assert [st["iteration"] for _, st in folder.backups()] == [3, 2, 1]
+    slot = folder.path / BACKUPS / "03"
+    folder.restore(slot)
+    assert folder.load().state["iteration"] == 1
+    assert folder.backups()[0][1]["iteration"] == 3  # the backups themselves are untouched
