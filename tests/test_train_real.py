@@ -227,3 +227,10 @@ def test_damaged_checkpoint_offers_the_latest_autobackup(train_ws: Path):
     assert proc.returncode == 0 and "restored autobackup 01 (iteration 2)" in proc.stdout
     proc = run_cli("train", "--model", "quick96", "--name", "dmg", "--target-iter", "3", "-w", train_ws)
     assert proc.returncode == 0 and "Resuming Quick96 'dmg' at iteration 2" in proc.stdout, proc.stderr
+
+
+def test_bf16_path_trains_with_fp32_losses(train_ws: Path):
+    """bf16 autocast + channels_last (what auto picks with AMX or a bf16 GPU) runs anywhere, if slowly."""
+    result = _tiny(train_ws, "bf16", 3, precision="bf16", preview=False)
+    state = ModelFolder(result.folder).load().state
+    assert state["precision"] == "bf16" and all(np.isfinite(result.last_losses))

@@ -89,8 +89,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(f"done in {time.perf_counter() - start:.0f} s")
     say(f"debug images (landmarks, detector box, crop): {ws.aligned_debug_dir('dst')}")
     say(
-        "Training and merging are not built yet, so result.mp4 is the dst clip rebuilt from its frames "
-        "with its sound. For your own videos: put data_src.mp4 and data_dst.mp4 in a workspace and run "
-        "`facelab extract-frames src`, `extract-frames dst`, `extract-faces src` and `extract-faces dst`."
+        "Merging is not built yet, so result.mp4 is the dst clip rebuilt from its frames with its sound. "
+        f"Train a model on these faces with `facelab train --model quick96 -w {ws.root}`. "
+        "For your own videos: put data_src.mp4 and data_dst.mp4 in a workspace and run "
+        "`facelab extract-frames src`, `extract-frames dst`, `extract-faces src`, `extract-faces dst`, "
+        "`train`."
     )
     return 0

@@ -18,6 +18,12 @@ from torch import nn
 from facelab.train.augment import generator
 
 _POOL_SLACK = 1 << 20
+_CPU_CHUNK = 1 << 19  # elements: four 2 MB slices stay in cache
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """A 1-D view of a dense tensor in memory order (channels_last weights included)."""
+    return t.view(-1) if t.is_contiguous() else t.as_strided((t.numel(),), (1,))
 
 
 class LRDropout:
@@ -55,15 +61,20 @@ class RMSprop:
 
     @torch.no_grad()
     def step(self, step: int) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        torch._foreach_mul_(self.acc, self.rho)
-        torch._foreach_addcmul_(self.acc, grads, grads, value=1 - self.rho)
-        denom = torch._foreach_sqrt(self.acc)
-        torch._foreach_add_(denom, self.eps)
-        update = torch._foreach_div(grads, denom)
-        if self.dropout is not None:
-            torch._foreach_mul_(update, self.dropout.masks(step))
-        torch._foreach_add_(self.params, update, alpha=-self.lr)
+        masks = self.dropout.masks(step) if self.dropout is not None else [None] * len(self.params)
+        for p, a, m in zip(self.params, self.acc, masks, strict=True):
+            if p.grad is None:
+                continue
+            # On a CPU the update is memory-bound: doing all of it per cache-sized chunk reads each
+            # tensor once instead of once per operation (54 ms instead of 85-135 ms for Quick96).
+            chunk = _CPU_CHUNK if p.device.type == "cpu" else p.numel()
+            grad = p.grad if p.grad.stride() == p.stride() else torch.empty_like(p).copy_(p.grad)
+            flat = [_flat(t) for t in (p, grad, a)] + ([m.view(-1)] if m is not None else [])
+            for i in range(0, p.numel(), chunk):
+                pc, gc, ac, *mc = (t[i : i + chunk] for t in flat)
+                ac.mul_(self.rho).addcmul_(gc, gc, value=1 - self.rho)
+                denom = ac.sqrt().add_(self.eps)
+                pc.addcdiv_(gc * mc[0] if mc else gc, denom, value=-self.lr)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"acc/{n}": a for n, a in zip(self.names, self.acc, strict=True)}
