@@ -234,3 +234,45 @@ def test_bf16_path_trains_with_fp32_losses(train_ws: Path):
     result = _tiny(train_ws, "bf16", 3, precision="bf16", preview=False)
     state = ModelFolder(result.folder).load().state
     assert state["precision"] == "bf16" and all(np.isfinite(result.last_losses))
+
+
+def test_terminal_model_picker_lists_newest_first(train_ws: Path):
+    _tiny(train_ws, "older", 1, preview=False)
+    time.sleep(1.1)
+    _tiny(train_ws, "newer", 1, preview=False)
+    master, slave = pty.openpty()
+    cmd = [
+        sys.executable,
+        "-m",
+        "facelab",
+        "train",
+        "--model",
+        "quick96",
+        "--target-iter",
+        "1",
+        "-w",
+        str(train_ws),
+    ]
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if not select.select([master], [], [], 0.5)[0]:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        seen += chunk
+        if b"type a new name" in seen and not answered:
+            os.write(master, b"1\n")  # the second in the list: the older model
+            answered = True
+    proc.wait(timeout=60)
+    text = seen.decode(errors="replace")
+    assert "[0] : newer - latest" in text and "[1] : older" in text and "[r] : rename" in text, text
+    assert "[0] choose a model, or type a new name" in text
+    assert "is at iteration 1, which reaches --target-iter 1" in text and "older_Quick96" in text, text

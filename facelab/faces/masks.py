@@ -43,13 +43,3 @@ def hull_mask(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarra
         pts = np.round(p[idx] * 16).astype(np.int32)  # 4 fractional bits for sub-pixel edges
         cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255, lineType=cv2.LINE_AA, shift=4)
     return mask
-
-
-def eyes_mouth_mask(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
-    """uint8 mask of the eyes (36-47) and mouth (60-67), used to weight those regions' loss."""
-    p = np.asarray(landmarks, np.float64) * scale
-    mask = np.zeros((size, size), np.uint8)
-    for idx in (range(36, 42), range(42, 48), range(60, 68)):
-        pts = np.round(p[list(idx)] * 16).astype(np.int32)
-        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255, lineType=cv2.LINE_AA, shift=4)
-    return mask

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 GRAPH_H = 100
+GRAPH_RANGE = 10_000  # iterations the loss graph shows
 COLOURS = [(255, 128, 0), (0, 220, 255)]  # BGR: src blue, dst yellow
 
 
@@ -57,7 +58,7 @@ def compose(title: str, iteration: int, points: list[list[float]], columns: list
     _text(header, f"{title}   iteration {iteration}", 16)
     _text(header, "[s] save  [b] backup  [p] update preview  [enter] save and exit", 33)
     _text(header, "src | src->src | dst | dst->dst | swap    loss: src blue, dst yellow", 50)
-    return np.concatenate([header, loss_graph(points, width), grid], axis=0)
+    return np.concatenate([header, loss_graph(points, width, GRAPH_RANGE), grid], axis=0)
 
 
 def to_uint8(batch) -> np.ndarray:
