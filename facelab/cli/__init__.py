@@ -24,6 +24,7 @@ workflow (one workspace folder, as in DeepFaceLab):
   4. facelab extract-faces dst       aligned dst faces + debug images -> data_dst/aligned_debug/
   5. facelab train --model quick96   train model/<name>_Quick96/ (rerun to resume)
      facelab models list|rename|delete|restore
+  6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE)
 """
@@ -37,7 +38,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import faces, misc, train, video
+    from facelab.cli import faces, merge, misc, train, video
 
     parser = Parser(
         prog="facelab",
@@ -54,6 +55,7 @@ def build_parser() -> Parser:
     faces.register_faceset_tools(sub, common)
     train.register_train(sub, common)
     train.register_models(sub, common)
+    merge.register(sub, common)
     video.register_make_video(sub, common)
     misc.register_demo(sub, common)
     return parser

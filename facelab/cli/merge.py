@@ -1,0 +1,101 @@
+"""merge: step 6, the model's faces into every dst frame."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from facelab import prompts
+from facelab.cli.argtypes import int_in
+from facelab.cli.common import workspace_from
+from facelab.options import add_arguments, load_config
+from facelab.progress import say
+
+
+def frame_range(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a frame range: use A-B (e.g. 120-180) or one frame"
+        )
+    a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+    if b < a:
+        raise argparse.ArgumentTypeError(f"{text!r}: the range must run forward (A <= B)")
+    return a, b
+
+
+def register(sub, common) -> None:
+    from facelab.merge.settings import OPTIONS
+
+    p = sub.add_parser(
+        "merge",
+        parents=[common],
+        help="6. put the model's faces into every dst frame -> data_dst/merged/ and merged_mask/",
+        description="Merge with a trained model. Settings are kept in the model folder's merge session: a "
+        "rerun resumes with them; new settings re-merge the frames they change; --frames A-B gives a range "
+        "its own settings. Every setting can also come from --config FILE (YAML or JSON).",
+    )
+    p.add_argument("--model", help="model name (default: the most recently saved model)")
+    p.add_argument("--config", type=Path, help="YAML or JSON file of settings (flags override it)")
+    p.add_argument(
+        "--frames", type=frame_range, metavar="A-B", help="merge only these frames, with these settings"
+    )
+    p.add_argument(
+        "--preview", type=int, metavar="FRAME", help="write one merged frame and its mask, then stop"
+    )
+    p.add_argument(
+        "--fresh-session", action="store_true", help="forget the saved settings and start from defaults"
+    )
+    p.add_argument("--workers", type=int_in(1, 64), help="blending processes (default: one per core)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    add_arguments(p.add_argument_group("merge settings"), OPTIONS)
+    p.set_defaults(handler=cmd_merge)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from facelab.merge.pipeline import SESSION, MergeModel, find_model, merge, preview_frame
+    from facelab.merge.session import Session, SessionError
+    from facelab.merge.settings import OPTIONS
+
+    ws = workspace_from(args)
+    folder = find_model(ws, args.model)
+    path = folder.path / SESSION
+    try:
+        session = Session(path) if args.fresh_session else Session.load(path)
+    except SessionError as exc:
+        if not (prompts.interactive() and prompts.ask_bool(f"{exc}. Start a fresh session", True)):
+            raise
+        session = Session(path)
+    changes = load_config(args.config, OPTIONS) if args.config else {}
+    changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
+    model = MergeModel(folder, device=args.device)
+    if args.preview is not None:
+        if changes:
+            session.override(args.preview, args.preview, changes)
+        out, out_mask = preview_frame(
+            ws, model, session, args.preview, ws.root / "data_dst" / "merge_preview"
+        )
+        say(f"preview of frame {args.preview}: {out} and {out_mask}")
+        return 0
+    if args.frames:
+        if changes:
+            session.override(*args.frames, changes)
+    elif changes:
+        session.settings |= changes
+    session.save()
+    s = merge(ws, model, session, workers=args.workers, only=args.frames)
+    fps = s.merged / s.seconds if s.seconds else 0
+    say(
+        f"merged {s.merged} frames ({s.faces} faces; {s.no_face} without a face, copied through) with "
+        f"{folder.name} in {s.seconds:.1f} s ({fps:.1f} frames/s); {s.skipped} already done "
+        f"-> {ws.merged_dir}"
+    )
+    changed = {
+        k: v for k, v in session.settings.items() if v != next(o.default for o in OPTIONS if o.name == k)
+    }
+    say(
+        f"settings (saved in {path.name}): "
+        + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults")
+    )
+    return 0

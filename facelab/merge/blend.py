@@ -1,0 +1,206 @@
+"""The per-face merge, as the reference does it: build the mask in the face's crop space, erode
+or dilate and blur it, recolour and post-process the predicted face, then warp both back into
+the frame and blend. Only the face's bounding box of the frame is touched, so every pixel
+outside the (blurred) mask stays exactly as it was.
+
+Images are float32 BGR in [0, 1] in crop space; frames are uint8 BGR.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from facelab.merge.color import transfer
+
+MAX_WORK = 1024  # masks are shaped at 4x the model's resolution, up to this size
+
+
+@dataclass
+class FaceInput:
+    mat: np.ndarray  # 2x3, frame -> model crop of res x res (face scale applied)
+    dst_crop: np.ndarray  # the frame cut with `mat`, what the model saw
+    pred: np.ndarray  # the model's face
+    pred_mask: np.ndarray  # the model's mask of its face, (res, res)
+    dst_mask: np.ndarray  # the dst decoder's mask of the dst face
+    hull: np.ndarray  # the landmark hull in crop space
+    motion: tuple[float, float] | None = None  # face motion per frame, crop pixels
+
+    @property
+    def res(self) -> int:
+        return self.pred.shape[0]
+
+
+def face_mask(face: FaceInput, mode: str) -> np.ndarray:
+    """The mask named by `mode`: parts joined by * (both) or + (either)."""
+    parts = {"full": np.ones_like(face.hull), "dst": face.hull, "learned-prd": face.pred_mask,
+             "learned-dst": face.dst_mask}  # fmt: skip
+    if "+" in mode:
+        return np.clip(sum(parts[p] for p in mode.split("+")), 0, 1)
+    mask = np.ones_like(face.hull)
+    for p in mode.split("*"):
+        mask = mask * parts[p]
+    return mask
+
+
+def shape_mask(mask: np.ndarray, erode: int, blur: int) -> tuple[np.ndarray, float]:
+    """Erode/dilate then blur at the working size; returns (mask, working size / crop size)."""
+    res = mask.shape[0]
+    work = min(4 * res, MAX_WORK)
+    k = work / (4 * res)  # settings are in pixels at 4x the crop; scale if the work size is capped
+    m = cv2.resize(mask, (work, work), interpolation=cv2.INTER_LINEAR)
+    e = int(round(abs(erode) * k))
+    if e:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))
+        m = cv2.erode(m, kernel) if erode > 0 else cv2.dilate(m, kernel)
+    b = int(round(blur * k))
+    border = max(1, b // 2)  # the blurred edge fades out inside the crop, never at its border
+    m[:border], m[-border:], m[:, :border], m[:, -border:] = 0, 0, 0, 0
+    if b:
+        m = cv2.GaussianBlur(m, (b | 1, b | 1), 0)
+    return np.clip(m, 0, 1), work / res
+
+
+def hist_match(src: np.ndarray, dst: np.ndarray, mask: np.ndarray | None, threshold: int) -> np.ndarray:
+    """Per-channel histogram matching; `threshold` < 255 maps onto the lower part of dst's range."""
+    out = np.empty_like(src)
+    sel = mask > 0.5 if mask is not None and (mask > 0.5).sum() >= 16 else np.ones(src.shape[:2], bool)
+    for c in range(3):
+        s, t = src[..., c], dst[..., c]
+        sv, sc = np.unique(np.round(s[sel] * 255), return_counts=True)
+        tv, tc = np.unique(np.round(t[sel] * 255), return_counts=True)
+        sq = np.cumsum(sc) / sc.sum() * (threshold / 255)
+        tq = np.cumsum(tc) / tc.sum()
+        mapped = np.interp(sq, tq, tv)
+        out[..., c] = np.interp(s * 255, sv, mapped) / 255
+    return out.astype(np.float32)
+
+
+def _line_kernel(length: int, angle: float) -> np.ndarray:
+    k = np.zeros((length, length), np.float32)
+    c = (length - 1) / 2
+    dx, dy = math.cos(angle) * c, math.sin(angle) * c
+    cv2.line(k, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1.0, 1, cv2.LINE_AA)
+    return k / max(k.sum(), 1e-6)
+
+
+def finish_face(face: FaceInput, mask: np.ndarray, s: dict) -> np.ndarray:
+    """The predicted face recoloured and post-processed, still in crop space."""
+    img = face.pred
+    area = (mask > 0.5).astype(np.float32)
+    img = transfer(s["color_transfer"], img, face.dst_crop, area)
+    if s["mode"] in ("hist-match", "seamless-hist-match"):
+        img = hist_match(
+            img, face.dst_crop, area if s["masked_hist_match"] else None, s["hist_match_threshold"]
+        )
+    amount = s["sharpen_amount"]
+    if amount > 0 and s["sharpen_mode"] != "none":
+        k = max(3, face.res // 32 | 1)
+        soft = cv2.blur(img, (k, k)) if s["sharpen_mode"] == "box" else cv2.GaussianBlur(img, (k, k), 0)
+        img = img + (img - soft) * (amount / 25)
+    elif amount < 0:
+        sigma = -amount / 100 * face.res / 48
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    if s["motion_blur"] and face.motion is not None:
+        speed = math.hypot(*face.motion)
+        length = int(np.clip(s["motion_blur"] * speed / 100, 0, 50))
+        if length >= 2:
+            img = cv2.filter2D(img, -1, _line_kernel(length, math.atan2(face.motion[1], face.motion[0])))
+    if s["denoise"]:
+        smooth = cv2.medianBlur(np.clip(img * 255, 0, 255).astype(np.uint8), 5).astype(np.float32) / 255
+        w = min(1.0, s["denoise"] / 500)
+        img = img * (1 - w) + smooth * w
+    if s["bicubic_degrade"]:
+        small = max(4, int(face.res * (1 - s["bicubic_degrade"] / 101)))
+        img = cv2.resize(cv2.resize(img, (small, small), interpolation=cv2.INTER_CUBIC),
+                         (face.res, face.res), interpolation=cv2.INTER_CUBIC)  # fmt: skip
+    if s["color_degrade"]:
+        w = s["color_degrade"] / 100
+        img = img * (1 - w) + np.round(img * 5) / 5 * w  # 6 levels per channel: 216 colours
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _roi(mat: np.ndarray, size: float, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The frame box covered by the crop (x0, y0, x1, y1), or None when it misses the frame."""
+    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    inv = cv2.invertAffineTransform(mat)
+    pts = corners @ inv[:, :2].T + inv[:, 2]
+    x0, y0 = np.floor(pts.min(0)).astype(int)
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(shape[1], x1), min(shape[0], y1)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _to_roi(mat: np.ndarray, scale: float, x0: int, y0: int) -> np.ndarray:
+    """frame -> crop matrix, scaled to a `scale`x crop, for ROI-local frame coordinates."""
+    m = mat * scale
+    m[:, 2] += m[:, :2] @ np.array([x0, y0], np.float64)
+    return m
+
+
+def paste(frame: np.ndarray, face: FaceInput, s: dict, out_mask: np.ndarray) -> np.ndarray:
+    """Merge one face into `frame` (uint8, modified copy returned); the frame mask is max-combined."""
+    mask_res = face_mask(face, s["mask_mode"])
+    box = _roi(face.mat, face.res, frame.shape)
+    if box is None:
+        return frame
+    x0, y0, x1, y1 = box
+    size = (x1 - x0, y1 - y0)
+    if s["mode"] == "raw-rgb":
+        work, scale = np.ones((face.res, face.res), np.float32), 1.0
+    else:
+        work, scale = shape_mask(mask_res, s["erode"], s["blur"])
+    flags = cv2.WARP_INVERSE_MAP
+    m = cv2.warpAffine(work, _to_roi(face.mat, scale, x0, y0), size, flags=flags | cv2.INTER_LINEAR)
+    m[m < 1 / 255] = 0
+    np.maximum(out_mask[y0:y1, x0:x1], m, out=out_mask[y0:y1, x0:x1])
+    if s["mode"] == "original":
+        return frame
+    img = face.pred if s["mode"] == "raw-rgb" else finish_face(face, mask_res, s)
+    roi = frame[y0:y1, x0:x1].astype(np.float32) / 255
+    warped = cv2.warpAffine(img, _to_roi(face.mat, 1.0, x0, y0), size, flags=flags | cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    m3 = m[..., None]
+    blended = roi * (1 - m3) + np.clip(warped, 0, 1) * m3
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(blended * 255 + 0.5, 0, 255).astype(np.uint8)
+    if s["mode"] in ("seamless", "seamless-hist-match"):
+        out = _seamless(frame, out, m, box)
+    return out
+
+
+def _seamless(frame: np.ndarray, pasted: np.ndarray, m: np.ndarray, box) -> np.ndarray:
+    """Poisson-blend the pasted face (OpenCV's seamlessClone), then keep the soft mask edge."""
+    x0, y0, x1, y1 = box
+    binary = np.zeros(frame.shape[:2], np.uint8)
+    binary[y0:y1, x0:x1] = (m > 0.5).astype(np.uint8) * 255
+    ys, xs = np.nonzero(binary)
+    if (
+        len(xs) < 16
+        or xs.min() == 0
+        or ys.min() == 0
+        or xs.max() >= frame.shape[1] - 1
+        or ys.max() >= frame.shape[0] - 1
+    ):
+        return pasted  # seamlessClone needs the region strictly inside the frame
+    centre = ((xs.min() + xs.max()) // 2, (ys.min() + ys.max()) // 2)
+    cloned = cv2.seamlessClone(pasted, frame, binary, centre, cv2.NORMAL_CLONE)
+    m3 = np.zeros(frame.shape[:2] + (1,), np.float32)
+    m3[y0:y1, x0:x1, 0] = m
+    return np.clip(frame * (1 - m3) + cloned * m3 + 0.5, 0, 255).astype(np.uint8)
+
+
+def merge_frame(frame: np.ndarray, faces: list[FaceInput], s: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(merged frame, mask) for one frame; no faces gives the frame back and an empty mask."""
+    if s["mode"] == "raw-predict" and faces:
+        f = faces[0]
+        return (np.clip(f.pred * 255 + 0.5, 0, 255).astype(np.uint8),
+                np.clip(face_mask(f, s["mask_mode"]) * 255 + 0.5, 0, 255).astype(np.uint8))  # fmt: skip
+    mask = np.zeros(frame.shape[:2], np.float32)
+    out = frame
+    for face in faces:
+        out = paste(out, face, s, mask)
+    return out, np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,298 @@
+"""Merge orchestration: every dst frame, its aligned faces, the model, and the blend workers.
+
+A reader thread decodes frames and cuts the faces; the main thread runs the model on batches
+of faces; worker processes blend and write the PNGs. The three overlap, and a journal lets a
+rerun skip frames already merged with the same settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from facelab import progress
+from facelab.errors import FacelabError
+from facelab.faces import masks
+from facelab.faces.align import FACE_TYPES, face_transform
+from facelab.faces.faceset import load_faceset
+from facelab.fsutil import write_bytes_atomic
+from facelab.merge.blend import FaceInput, merge_frame
+from facelab.merge.session import JOURNAL, SESSION, Session, read_journal, settings_hash
+from facelab.models import create_model
+from facelab.train.checkpoint import ModelFolder, model_folders
+from facelab.train.trainer import pick_device, pick_precision
+from facelab.workspace import Workspace, numbered_images
+
+BATCH = 8  # faces per model call
+
+
+@dataclass
+class FramePlan:
+    number: int
+    path: Path
+    faces: list[np.ndarray] = field(default_factory=list)  # 68x2 landmarks in frame pixels
+    motion: np.ndarray | None = None  # face centre motion per frame (one-face frames)
+
+
+class MergeModel:
+    """A trained model in inference mode: crops in, (face, face mask, dst mask) out."""
+
+    def __init__(self, folder: ModelFolder, device: str = "auto", precision: str = "auto"):
+        ckpt = folder.load()
+        arch = {k: v for k, v in ckpt.config["architecture"].items() if k != "name"}
+        self.name = folder.path.name
+        self.face_type = ckpt.config["face_type"]
+        self.res = int(arch["resolution"])
+        self.device = pick_device(device)
+        self.precision = pick_precision(precision, self.device)
+        self.model = create_model(ckpt.config["architecture"]["name"], **arch)
+        self.model.load_state_dict(ckpt.weights)
+        self.model.to(self.device).eval()
+        self.id = f"{self.name}@{ckpt.state.get('iteration')}"
+
+    @torch.inference_mode()
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).to(self.device)
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else (
+            contextlib.nullcontext())  # fmt: skip
+        with ctx:
+            face, mask, dst_mask = self.model.swap(x)
+        to_np = lambda t: t.float().cpu().numpy()  # noqa: E731
+        return to_np(face).transpose(0, 2, 3, 1), to_np(mask)[:, 0], to_np(dst_mask)[:, 0]
+
+
+def find_model(ws: Workspace, name: str | None) -> ModelFolder:
+    folders = model_folders(ws.model_dir)
+    if not folders:
+        raise FacelabError(f"no trained model in {ws.model_dir}: run `facelab train` first")
+    if name is None:
+        return folders[0]
+    matches = [f for f in folders if f.name == name or f.path.name == name]
+    if not matches:
+        raise FacelabError(
+            f"no model {name!r} in {ws.model_dir} (models: {', '.join(f.name for f in folders)})"
+        )
+    return matches[0]
+
+
+def plan_frames(ws: Workspace, model_face_type: str) -> tuple[list[FramePlan], int]:
+    """Every dst frame with its faces' landmarks; (plans, number of aligned faces)."""
+    frames_dir = ws.frames_dir("dst")
+    numbered = numbered_images(frames_dir)
+    if not numbered:
+        raise FacelabError(f"{frames_dir} has no frames: run `facelab extract-frames dst` first")
+    plans = {p.stem: FramePlan(n, p) for n, p in numbered}
+    faceset = load_faceset(ws.aligned_dir("dst"))
+    need = FACE_TYPES.index(model_face_type)
+    for face in faceset.faces:
+        if FACE_TYPES.index(face.meta.face_type) < need:
+            raise FacelabError(
+                f"{face.path} is a {face.meta.face_type} face but the model merges {model_face_type} faces: "
+                "re-extract dst with `facelab extract-faces dst --face-type "
+                f"{model_face_type.replace('_face', '')}`"
+            )
+        stem = Path(face.meta.source_filename).stem
+        if stem not in plans:
+            raise FacelabError(
+                f"{face.path} comes from frame {face.meta.source_filename}, which is not in {frames_dir}: "
+                "re-run `facelab extract-frames dst` (or move the face away)"
+            )
+        plans[stem].faces.append(face.meta.source_landmarks)
+    ordered = [plans[p.stem] for _, p in numbered]
+    centres = [f.faces[0].mean(0) if len(f.faces) == 1 else None for f in ordered]
+    for i, plan in enumerate(ordered):
+        prev = centres[i - 1] if i > 0 else None
+        nxt = centres[i + 1] if i + 1 < len(ordered) else None
+        if centres[i] is not None and (prev is not None or nxt is not None):
+            a = prev if prev is not None else centres[i]
+            b = nxt if nxt is not None else centres[i]
+            plan.motion = (b - a) / (2 if prev is not None and nxt is not None else 1)
+    return ordered, len(faceset.faces)
+
+
+def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, settings: dict) -> list[dict]:
+    """The crop of every face (what the model sees) with its matrix, hull and motion."""
+    out = []
+    k = 1 + 0.01 * settings["face_scale"]
+    c = res / 2
+    scale = np.array([[1 / k, 0, c - c / k], [0, 1 / k, c - c / k], [0, 0, 1]])
+    for lm in plan.faces:
+        mat = face_transform(lm, res, face_type)
+        crop = cv2.warpAffine(frame, mat, (res, res), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        pts = lm @ mat[:, :2].T + mat[:, 2]
+        motion = None if plan.motion is None else tuple(mat[:, :2] @ plan.motion)
+        # The face is pasted with the crop scaled about its centre: larger for face_scale > 0.
+        out.append({
+            "mat": (scale @ np.vstack([mat, [0, 0, 1]]))[:2],
+            "dst_crop": crop.astype(np.float32) / 255,
+            "hull": masks.hull_mask(pts, res).astype(np.float32) / 255,
+            "motion": motion,
+        })  # fmt: skip
+    return out
+
+
+def _png(img: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise FacelabError("PNG encoding failed")
+    return data.tobytes()
+
+
+def blend_and_write(
+    frame: np.ndarray, faces: list[FaceInput], settings: dict, out: Path, out_mask: Path
+) -> int:
+    """Worker process: merge one frame and write its PNG and mask; returns the number of faces."""
+    merged, mask = merge_frame(frame, faces, settings)
+    write_bytes_atomic(out, _png(merged), fsync=False)
+    write_bytes_atomic(out_mask, _png(mask), fsync=False)
+    return len(faces)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+@dataclass
+class MergeSummary:
+    frames: int = 0
+    merged: int = 0
+    skipped: int = 0  # already merged with the same settings
+    faces: int = 0
+    no_face: int = 0
+    seconds: float = 0.0
+
+
+def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | None = None,
+          only: tuple[int, int] | None = None) -> MergeSummary:  # fmt: skip
+    """Merge every dst frame (or the range `only`), skipping frames done with the same settings."""
+    start = time.perf_counter()
+    plans, _ = plan_frames(ws, model.face_type)
+    merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
+    merged_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir.mkdir(parents=True, exist_ok=True)
+    done = read_journal(merged_dir)
+    summary = MergeSummary(frames=len(plans))
+    todo = []
+    for plan in plans:
+        if only and not only[0] <= plan.number <= only[1]:
+            continue
+        s = session.for_frame(plan.number)
+        h = settings_hash(s, model.id)
+        name = plan.path.stem
+        if (
+            done.get(name) == h
+            and (merged_dir / f"{name}.png").exists()
+            and (mask_dir / f"{name}.png").exists()
+        ):
+            summary.skipped += 1
+            continue
+        todo.append((plan, s, h))
+    workers = workers or os.cpu_count() or 1
+    frames_q: queue.Queue = queue.Queue(maxsize=BATCH * 2)
+
+    def reader() -> None:
+        for plan, s, h in todo:
+            frame = cv2.imread(str(plan.path), cv2.IMREAD_COLOR)
+            if frame is None:
+                frames_q.put(
+                    FacelabError(f"{plan.path} cannot be decoded: re-run `facelab extract-frames dst`")
+                )
+                return
+            frames_q.put((plan, s, h, frame, cut_faces(frame, plan, model.res, model.face_type, s)))
+        frames_q.put(None)
+
+    threading.Thread(target=reader, daemon=True).start()
+    journal = open(merged_dir / JOURNAL, "a")  # noqa: SIM115 - closed below
+    pending: list[tuple[Future, str, str, int]] = []
+
+    def collect(block: bool) -> None:
+        while pending and (block or pending[0][0].done()):
+            fut, name, h, nfaces = pending.pop(0)
+            fut.result()
+            journal.write(json.dumps({"frame": name, "hash": h}) + "\n")
+            journal.flush()
+            summary.merged += 1
+            summary.faces += nfaces
+            summary.no_face += nfaces == 0
+            pbar.update(1)
+
+    with (
+        ProcessPoolExecutor(workers, initializer=_init_worker) as pool,
+        progress.bar(len(todo), "merging") as pbar,
+    ):
+        try:
+            finished = False
+            while not finished:
+                batch = []
+                while sum(len(item[4]) for item in batch) < BATCH:
+                    item = frames_q.get()
+                    if isinstance(item, Exception):
+                        raise item
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+                crops = [f["dst_crop"] for item in batch for f in item[4]]
+                if crops:
+                    pred, pmask, dmask = model.predict(np.stack(crops))
+                k = 0
+                for plan, s, h, frame, cut in batch:
+                    faces = []
+                    for f in cut:
+                        faces.append(
+                            FaceInput(
+                                f["mat"], f["dst_crop"], pred[k], pmask[k], dmask[k], f["hull"], f["motion"]
+                            )
+                        )
+                        k += 1
+                    name = plan.path.stem
+                    fut = pool.submit(
+                        blend_and_write, frame, faces, s, merged_dir / f"{name}.png", mask_dir / f"{name}.png"
+                    )
+                    pending.append((fut, name, h, len(faces)))
+                collect(block=len(pending) > 2 * workers)
+            collect(block=True)
+        finally:
+            journal.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def preview_frame(
+    ws: Workspace, model: MergeModel, session: Session, number: int, out_dir: Path
+) -> tuple[Path, Path]:
+    """Merge one frame with the session's settings for it into `out_dir`; the session is not changed."""
+    plans, _ = plan_frames(ws, model.face_type)
+    plan = next((p for p in plans if p.number == number), None)
+    if plan is None:
+        raise FacelabError(
+            f"there is no frame {number} in {ws.frames_dir('dst')} "
+            f"(frames {plans[0].number}-{plans[-1].number})"
+        )
+    s = session.for_frame(number)
+    frame = cv2.imread(str(plan.path), cv2.IMREAD_COLOR)
+    cut = cut_faces(frame, plan, model.res, model.face_type, s)
+    faces = []
+    if cut:
+        pred, pmask, dmask = model.predict(np.stack([f["dst_crop"] for f in cut]))
+        faces = [FaceInput(f["mat"], f["dst_crop"], pred[i], pmask[i], dmask[i], f["hull"], f["motion"])
+                 for i, f in enumerate(cut)]  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out, out_mask = out_dir / f"{plan.path.stem}.png", out_dir / f"{plan.path.stem}_mask.png"
+    blend_and_write(frame, faces, s, out, out_mask)
+    return out, out_mask
+
+
+__all__ = ["SESSION", "MergeModel", "find_model", "merge", "plan_frames", "preview_frame"]

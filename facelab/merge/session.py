@@ -1,0 +1,81 @@
+"""The merge session: settings for all frames plus per-range overrides, kept in the model folder.
+
+`merge_session.json` holds what the user chose; `data_dst/merged/.merge.jsonl` records which
+frames are done and with which settings, so a rerun skips finished frames and re-merges only
+those whose settings changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facelab.errors import FacelabError
+from facelab.fsutil import write_json_atomic
+from facelab.merge import settings as merge_settings
+
+SESSION = "merge_session.json"
+JOURNAL = ".merge.jsonl"
+
+
+class SessionError(FacelabError):
+    pass
+
+
+@dataclass
+class Session:
+    path: Path
+    settings: dict = field(default_factory=lambda: merge_settings.validate({}))
+    overrides: list[dict] = field(default_factory=list)  # {"first": n, "last": n, "settings": {...}}
+
+    @classmethod
+    def load(cls, path: Path) -> Session:
+        if not path.exists():
+            return cls(path)
+        try:
+            data = json.loads(path.read_text())
+            settings = merge_settings.validate(data["settings"])
+            overrides = [
+                {"first": int(o["first"]), "last": int(o["last"]),
+                 "settings": {k: merge_settings.BY_NAME[k].parse(v) for k, v in o["settings"].items()}}
+                for o in data.get("overrides", [])
+            ]  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SessionError(
+                f"{path} is damaged ({exc}): run again with --fresh-session to start from the defaults"
+            ) from None
+        return cls(path, settings, overrides)
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"format": "facelab-merge-session", "version": 1,
+                                      "settings": self.settings, "overrides": self.overrides})  # fmt: skip
+
+    def for_frame(self, number: int | None) -> dict:
+        s = dict(self.settings)
+        for o in self.overrides:
+            if number is not None and o["first"] <= number <= o["last"]:
+                s |= o["settings"]
+        return s
+
+    def override(self, first: int, last: int, changes: dict) -> None:
+        self.overrides.append({"first": first, "last": last, "settings": changes})
+
+
+def settings_hash(s: dict, model_id: str) -> str:
+    blob = json.dumps({"s": s, "m": model_id}, sort_keys=True).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()
+
+
+def read_journal(merged_dir: Path) -> dict[str, str]:
+    done: dict[str, str] = {}
+    path = merged_dir / JOURNAL
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["frame"]] = rec["hash"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by a crash: that frame is simply merged again
+    return done

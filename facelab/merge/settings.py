@@ -1,0 +1,40 @@
+"""Merge settings: one typed spec per setting (flags, config file, session file and ranges)."""
+
+from __future__ import annotations
+
+from facelab.merge.color import MODES as COLOR_MODES
+from facelab.options import Option
+
+MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
+# The XSeg modes join this list once XSeg exists; masks.py builds each from named parts.
+MASK_MODES = (
+    "full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst", "learned-prd+learned-dst",
+)  # fmt: skip
+
+OPTIONS = [
+    Option("mode", str, "overlay", "how the face goes into the frame", choices=MODES),
+    Option("mask_mode", str, "learned-prd*learned-dst", "which mask blends the face", choices=MASK_MODES),
+    Option("erode", int, 0, "shrink (+) or grow (-) the mask, pixels at 4x model size", range=(-400, 400)),
+    Option("blur", int, 48, "soften the mask edge, pixels at 4x model size", range=(0, 400)),
+    Option("color_transfer", str, "rct", "recolour the face toward the frame", choices=COLOR_MODES),
+    Option("masked_hist_match", bool, True, "hist-match modes: match inside the mask only"),
+    Option("hist_match_threshold", int, 238, "hist-match: lower values darken highlights", range=(0, 255)),
+    Option("face_scale", int, 0, "make the pasted face larger (+) or smaller (-), percent", range=(-50, 50)),
+    Option("sharpen_mode", str, "none", "filter for --sharpen-amount", choices=("none", "box", "gaussian")),
+    Option("sharpen_amount", int, 0, "sharpen (+) or blur (-) the face", range=(-100, 100)),
+    Option("motion_blur", int, 0, "blur the face along its motion between frames", range=(0, 100)),
+    Option("denoise", int, 0, "denoise the face (to match a clean video)", range=(0, 500)),
+    Option("bicubic_degrade", int, 0, "down- and up-scale the face (to match a soft video)", range=(0, 100)),
+    Option("color_degrade", int, 0, "fewer face colours (to match a compressed video)", range=(0, 100)),
+]
+BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def validate(settings: dict) -> dict:
+    """Defaults filled in, every value checked; ValueError names the setting and its range."""
+    out = {o.name: o.default for o in OPTIONS}
+    for key, value in settings.items():
+        if key not in BY_NAME:
+            raise ValueError(f"unknown merge setting {key!r}")
+        out[key] = BY_NAME[key].parse(value)
+    return out
