@@ -130,7 +130,7 @@ def test_train_resume_list_rename_reuse_delete(train_ws: Path):
     proc = run_cli("train", "--model", "quick96", "--name", "q", "--target-iter", "2", "-w", train_ws)
     assert proc.returncode == 0, proc.stderr
     assert "Starting Quick96 'q' at iteration 0: batch 4" in proc.stdout
-    assert "reached the target iteration 2; saved" in proc.stdout
+    assert "reached the target (--target-iter 2) at iteration 2; saved" in proc.stdout
     folder = train_ws / "model" / "q_Quick96"
     assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "optimizer.safetensors",
                                                    "state.json", "preview.jpg", "summary.txt"}  # fmt: skip
@@ -275,4 +275,6 @@ def test_terminal_model_picker_lists_newest_first(train_ws: Path):
     text = seen.decode(errors="replace")
     assert "[0] : newer - latest" in text and "[1] : older" in text and "[r] : rename" in text, text
     assert "[0] choose a model, or type a new name" in text
-    assert "is at iteration 1, which reaches --target-iter 1" in text and "older_Quick96" in text, text
+    assert (
+        "is at iteration 1, which reaches the target (--target-iter 1)" in text and "older_Quick96" in text
+    ), text

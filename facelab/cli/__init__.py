@@ -26,6 +26,7 @@ workflow (one workspace folder, as in DeepFaceLab):
      facelab models list|rename|delete|restore
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
+  all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE)
 """
 
@@ -38,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import faces, merge, misc, train, video
+    from facelab.cli import faces, merge, misc, run, train, video
 
     parser = Parser(
         prog="facelab",
@@ -57,6 +58,7 @@ def build_parser() -> Parser:
     train.register_models(sub, common)
     merge.register(sub, common)
     video.register_make_video(sub, common)
+    run.register(sub, common)
     misc.register_demo(sub, common)
     return parser
 

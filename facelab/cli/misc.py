@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from facelab.cli.argtypes import positive_float
 from facelab.cli.common import workspace_from
 from facelab.progress import say
 from facelab.workspace import Workspace
@@ -53,46 +54,31 @@ def register_demo(sub, common) -> None:
     p = sub.add_parser(
         "demo",
         parents=[common],
-        help="the workflow on built-in sample clips (default workspace: ./demo-workspace)",
+        help="the whole workflow on built-in sample clips (default workspace: ./demo-workspace)",
+        description="Makes two short clips with head motion from photos that ship with scikit-image and "
+        "matplotlib, then runs `facelab run` on them with a small training budget.",
     )
+    p.add_argument("--minutes", type=positive_float, default=4.0, help="training time (default: 4)")
     p.set_defaults(handler=cmd_demo)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from facelab.demo import make_sample_videos
-    from facelab.faces.extract import ExtractOptions, extract_faces
-    from facelab.media.frames import extract_frames
-    from facelab.media.probe import probe_video
-    from facelab.media.video import collect_frames, encode_video
+    from facelab.run import RunOptions, run, summary
 
     ws = Workspace(args.workspace or Path("demo-workspace"))
     start = time.perf_counter()
-    ws.init()
     videos = make_sample_videos(ws)
     say(f"sample clips: {videos['src']} and {videos['dst']} (with sound)")
-    for side in ("src", "dst"):
-        r = extract_frames(
-            videos[side], ws.frames_dir(side), overwrite=True, info_path=ws.video_info_path(side)
-        )
-        say(f"step {1 if side == 'src' else 2}: {r.count} {side} frames -> {ws.frames_dir(side)}")
-    for side in ("src", "dst"):
-        opts = ExtractOptions(debug_images=side == "dst", smooth_fps=25.0 if side == "dst" else None)
-        debug = ws.aligned_debug_dir(side) if side == "dst" else None
-        s = extract_faces(ws.frames_dir(side), ws.aligned_dir(side), opts, debug_dir=debug, overwrite=True)
-        step = 3 if side == "src" else 4
-        say(f"step {step}: {s.faces} {side} faces in {s.frames} frames -> {ws.aligned_dir(side)}")
-    dst = probe_video(videos["dst"])
-    frames = collect_frames(ws.frames_dir("dst"), start=1)
-    out = ws.root / "result.mp4"
-    r = encode_video(frames, out, dst.fps_fraction, audio_from=Path(dst.path), overwrite=True, label=out.name)
-    say(f"step 7: {r.frames} frames with the dst sound -> {out}")
+    results = run(ws, RunOptions(src=videos["src"], dst=videos["dst"], name="demo", minutes=args.minutes))
+    say(summary(results))
     say(f"done in {time.perf_counter() - start:.0f} s")
-    say(f"debug images (landmarks, detector box, crop): {ws.aligned_debug_dir('dst')}")
+    say(f"result:        {ws.root / 'result.mp4'} (mask: result_mask.mp4)")
+    say(f"preview:       {ws.model_dir / 'demo_Quick96' / 'preview.jpg'}")
+    say(f"aligned faces: {ws.aligned_dir('src')} and {ws.aligned_dir('dst')}")
     say(
-        "Merging is not built yet, so result.mp4 is the dst clip rebuilt from its frames with its sound. "
-        f"Train a model on these faces with `facelab train --model quick96 -w {ws.root}`. "
-        "For your own videos: put data_src.mp4 and data_dst.mp4 in a workspace and run "
-        "`facelab extract-frames src`, `extract-frames dst`, `extract-faces src`, `extract-faces dst`, "
-        "`train`."
+        f"{args.minutes:g} minutes of training give a blurred face that starts to look like the source; "
+        "real swaps need hours to days. On your own videos: `facelab run --src A.mp4 --dst B.mp4 "
+        "--minutes 600`, or `facelab train` to keep training a model and `facelab merge` again."
     )
     return 0

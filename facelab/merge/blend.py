@@ -106,8 +106,8 @@ def finish_face(face: FaceInput, mask: np.ndarray, s: dict) -> np.ndarray:
         img = cv2.GaussianBlur(img, (0, 0), sigma)
     if s["motion_blur"] and face.motion is not None:
         speed = math.hypot(*face.motion)
-        length = int(np.clip(s["motion_blur"] * speed / 100, 0, 50))
-        if length >= 2:
+        length = int(np.clip(round(s["motion_blur"] * speed / 100), 2, 50))  # as the reference: 2 to 50 px
+        if speed > 0.1:
             img = cv2.filter2D(img, -1, _line_kernel(length, math.atan2(face.motion[1], face.motion[0])))
     if s["denoise"]:
         smooth = cv2.medianBlur(np.clip(img * 255, 0, 255).astype(np.uint8), 5).astype(np.float32) / 255

@@ -47,6 +47,7 @@ SIDES = ("src", "dst")
 class TrainOptions:
     batch: int | None = None  # None: the saved value, else the recipe's
     target_iter: int = 0  # 0 = until stopped
+    max_minutes: float = 0.0  # stop once the model's total training time reaches this (0 = no limit)
     save_every_min: float = 25.0
     backup_every_hours: float = 0.0  # 0 = only on `b`
     preview: bool = True
@@ -394,11 +395,22 @@ def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> Train
             shutil.rmtree(folder.path, ignore_errors=True)
 
 
+def _finished(s: Session, opts: TrainOptions) -> bool:
+    return bool(opts.target_iter and s.iteration >= opts.target_iter) or bool(
+        opts.max_minutes and s.elapsed >= opts.max_minutes * 60
+    )
+
+
+def _target_text(opts: TrainOptions) -> str:
+    parts = [f"--target-iter {opts.target_iter}"] if opts.target_iter else []
+    return ", ".join(parts + ([f"{opts.max_minutes:g} minutes of training"] if opts.max_minutes else []))
+
+
 def _loop(s: Session, opts: TrainOptions) -> TrainResult:
     status = StatusLine(opts.status_every_s)
-    if opts.target_iter and s.iteration >= opts.target_iter:
+    if _finished(s, opts):
         status.line(
-            f"{s.folder} is at iteration {s.iteration}, which reaches --target-iter {opts.target_iter}: "
+            f"{s.folder} is at iteration {s.iteration}, which reaches the target ({_target_text(opts)}): "
             "raise it to train on"
         )
         return TrainResult(s.folder.path, s.iteration, [], [], 0.0, 0.0)
@@ -445,7 +457,7 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
                     s.write_history_preview()
 
                 key = reader.poll()
-                done = bool(opts.target_iter) and s.iteration >= opts.target_iter
+                done = _finished(s, opts)
                 now = time.monotonic()
                 due = (
                     now - last_save >= opts.save_every_min * 60 or s.iteration == 1
@@ -476,8 +488,8 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
                     break
             if s.stop_requested:
                 status.line(f"stopped at iteration {s.iteration}; saved")
-            elif opts.target_iter and s.iteration >= opts.target_iter:
-                status.line(f"reached the target iteration {opts.target_iter}; saved")
+            elif _finished(s, opts):
+                status.line(f"reached the target ({_target_text(opts)}) at iteration {s.iteration}; saved")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,0 +1,191 @@
+"""`facelab run`: the seven steps in order, with defaults, resumable as a whole.
+
+`<workspace>/run.json` records the two videos and each finished step; a rerun skips finished
+steps, and the steps that can stop half-way (face extraction, training, merging) continue
+where they stopped through their own journals and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facelab import progress
+from facelab.errors import FacelabError
+from facelab.fsutil import write_json_atomic
+from facelab.workspace import Workspace
+
+STATE = "run.json"
+
+
+@dataclass
+class RunOptions:
+    src: Path
+    dst: Path
+    model: str = "quick96"
+    name: str = "run"
+    iterations: int = 0  # 0 with minutes = 0: the default budget below
+    minutes: float = 0.0
+    src_reference: Path | None = None
+    dst_reference: Path | None = None
+    batch: int | None = None
+    overwrite: bool = False  # replace frames and faces a workspace already holds from elsewhere
+    train_arch: dict = field(default_factory=dict)  # tests: a tiny network
+
+    def budget(self) -> tuple[int, float]:
+        if not self.iterations and not self.minutes:
+            return 0, 30.0  # half an hour of training unless told otherwise
+        return self.iterations, self.minutes
+
+
+@dataclass
+class StepResult:
+    step: str
+    seconds: float
+    detail: str
+    skipped: bool = False
+
+
+class Run:
+    def __init__(self, ws: Workspace, opts: RunOptions):
+        self.ws, self.opts = ws, opts
+        self.path = ws.root / STATE
+        self.resumed = self.path.exists()
+        self.state = self._load()
+        self.results: list[StepResult] = []
+
+    def _load(self) -> dict:
+        videos = {"src": str(self.opts.src.resolve()), "dst": str(self.opts.dst.resolve())}
+        if not self.path.exists():
+            return {"videos": videos, "done": {}}
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError) as exc:
+            raise FacelabError(f"{self.path} is damaged ({exc}): delete it to start the run again") from None
+        if state.get("videos") != videos:
+            raise FacelabError(
+                f"{self.ws.root} holds a run of other videos ({state.get('videos')}): use another --workspace"
+            )
+        return state
+
+    def step(self, name: str, fn) -> None:
+        """Run `fn` (returning a detail line) unless the step finished in an earlier run."""
+        if name in self.state["done"]:
+            prev = self.state["done"][name]
+            self.results.append(StepResult(name, prev["seconds"], prev["detail"], skipped=True))
+            progress.say(f"[{name}] done in an earlier run: {prev['detail']}")
+            return
+        progress.say(f"[{name}] ...")
+        start = time.perf_counter()
+        detail = fn()
+        seconds = time.perf_counter() - start
+        self.state["done"][name] = {"seconds": round(seconds, 1), "detail": detail}
+        write_json_atomic(self.path, self.state)
+        self.results.append(StepResult(name, seconds, detail))
+        progress.say(f"[{name}] {detail} ({seconds:.1f} s)")
+
+
+def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
+    from facelab.faces.extract import ExtractOptions, extract_faces
+    from facelab.faces.faceset import load_faceset, move_to_trash
+    from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, reference_descriptor
+    from facelab.media.frames import extract_frames
+    from facelab.media.probe import probe_video
+    from facelab.media.video import collect_frames, encode_video
+    from facelab.merge.pipeline import MergeModel, merge
+    from facelab.merge.session import SESSION, Session
+    from facelab.train.checkpoint import ModelFolder
+    from facelab.train.recipes import recipe
+    from facelab.train.trainer import TrainOptions, train
+
+    for video in (opts.src, opts.dst):
+        if not video.is_file():
+            raise FacelabError(f"{video} does not exist: check the path")
+    for photo in (opts.src_reference, opts.dst_reference):
+        if photo is not None and not photo.is_file():
+            raise FacelabError(f"{photo} does not exist: check the reference photo's path")
+    rec = recipe(opts.model)
+    ws.init()
+    r = Run(ws, opts)
+    videos = {"src": opts.src, "dst": opts.dst}
+    refs = {"src": opts.src_reference, "dst": opts.dst_reference}
+
+    def frames(side: str):
+        def go() -> str:
+            res = extract_frames(videos[side], ws.frames_dir(side), overwrite=r.resumed or opts.overwrite,
+                                 info_path=ws.video_info_path(side))  # fmt: skip
+            return f"{res.count} frames -> {ws.frames_dir(side)}"
+
+        return go
+
+    def faces(side: str):
+        def go() -> str:
+            opts_ = ExtractOptions(max_faces=0 if refs[side] else 1, debug_images=side == "dst",
+                                   smooth_fps=25.0 if side == "dst" else None)  # fmt: skip
+            debug = ws.aligned_debug_dir(side) if side == "dst" else None
+            s = extract_faces(ws.frames_dir(side), ws.aligned_dir(side), opts_, debug_dir=debug,
+                              overwrite=opts.overwrite)  # fmt: skip
+            detail = f"{s.faces} faces in {s.frames} frames"
+            if refs[side]:
+                fs = load_faceset(ws.aligned_dir(side))
+                ref = reference_descriptor(refs[side])
+                dist = np.linalg.norm(face_descriptors(fs.faces) - ref, axis=1)
+                others = [f for f, d in zip(fs.faces, dist, strict=True) if d > DEFAULT_THRESHOLD]
+                if others:
+                    move_to_trash(fs, others)
+                detail += f", {len(fs.faces) - len(others)} of the person in {refs[side].name} kept"
+            if not any(ws.aligned_dir(side).glob("*.jpg")):
+                raise FacelabError(
+                    f"no {side} face was found in {videos[side]}: use a video with a visible face"
+                )
+            return detail + f" -> {ws.aligned_dir(side)}"
+
+        return go
+
+    iterations, minutes = opts.budget()
+
+    def training() -> str:
+        topts = TrainOptions(target_iter=iterations, max_minutes=minutes, batch=opts.batch,
+                             arch=dict(opts.train_arch), status_every_s=60)  # fmt: skip
+        res = train(ws, rec, opts.name, topts)
+        return f"{rec.class_name} '{opts.name}' at iteration {res.iteration} -> {res.folder}"
+
+    def merging() -> str:
+        folder = ModelFolder.of(ws.model_dir, opts.name, rec.class_name)
+        s = merge(ws, MergeModel(folder), Session.load(folder.path / SESSION))
+        done = s.merged + s.skipped
+        return f"{done} frames, {s.faces} faces merged, {s.no_face} without a face -> {ws.merged_dir}"
+
+    def video() -> str:
+        info = probe_video(opts.dst)
+        out, mask_out = ws.root / "result.mp4", ws.root / "result_mask.mp4"
+        audio = opts.dst if info.has_audio else None
+        v = encode_video(collect_frames(ws.merged_dir, start=1), out, info.fps_fraction, audio_from=audio,
+                         overwrite=True, label=out.name)  # fmt: skip
+        encode_video(collect_frames(ws.merged_mask_dir, start=1), mask_out, info.fps_fraction, lossless=True,
+                     overwrite=True, label=mask_out.name)  # fmt: skip
+        sound = "with the dst sound" if info.has_audio else "no sound in the dst video"
+        return f"{v.frames} frames, {sound} -> {out} and {mask_out.name}"
+
+    r.step("1 extract src frames", frames("src"))
+    r.step("2 extract dst frames", frames("dst"))
+    r.step("3 extract src faces", faces("src"))
+    r.step("4 extract dst faces", faces("dst"))
+    r.step("5 train", training)
+    r.step("6 merge", merging)
+    r.step("7 make video", video)
+    return r.results
+
+
+def summary(results: list[StepResult]) -> str:
+    width = max(len(x.step) for x in results)
+    lines = ["summary:"]
+    for x in results:
+        when = "earlier run" if x.skipped else f"{x.seconds:.1f} s"
+        lines.append(f"  {x.step:<{width}}  {when:>11}  {x.detail}")
+    lines.append(f"  total this run: {sum(x.seconds for x in results if not x.skipped):.0f} s")
+    return "\n".join(lines)

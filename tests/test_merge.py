@@ -1,0 +1,237 @@
+"""Merging on real media with a small model trained in the test (src_1 -> dst_1)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facelab.faces import meta
+from facelab.faces.faceset import load_faceset
+from facelab.media.probe import probe_video
+from facelab.merge.blend import FaceInput, finish_face, merge_frame
+from facelab.merge.color import MODES as COLOR_MODES
+from facelab.merge.pipeline import MergeModel, cut_faces, plan_frames
+from facelab.merge.session import Session
+from facelab.merge.settings import validate
+from facelab.train.checkpoint import ModelFolder
+from facelab.workspace import Workspace
+from tests.conftest import assert_clean_error, run_cli
+from tests.train_tiny import tiny_options
+
+
+@pytest.fixture(scope="session")
+def trained_ws(faces_ws: Path, tmp_path_factory) -> Path:
+    """faces_ws plus a tiny Quick96-layout model trained 300 iterations."""
+    from facelab.train.recipes import recipe
+    from facelab.train.trainer import train
+
+    ws = tmp_path_factory.mktemp("trained") / "ws"
+    shutil.copytree(faces_ws, ws)
+    train(Workspace(ws), recipe("quick96"), "m", tiny_options(300, preview=False))
+    return ws
+
+
+@pytest.fixture
+def merge_ws(trained_ws: Path, tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    shutil.copytree(trained_ws, ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def model(trained_ws: Path) -> MergeModel:
+    return MergeModel(ModelFolder.of(trained_ws / "model", "m", "Quick96"))
+
+
+def _faces(ws: Path, model: MergeModel, number: int, settings: dict) -> tuple[np.ndarray, list, FaceInput]:
+    plans, _ = plan_frames(Workspace(ws), model.face_type)
+    plan = next(p for p in plans if p.number == number)
+    frame = cv2.imread(str(plan.path))
+    cut = cut_faces(frame, plan, model.res, model.face_type, settings)
+    pred, pmask, dmask = model.predict(np.stack([c["dst_crop"] for c in cut]))
+    faces = [FaceInput(c["mat"], c["dst_crop"], pred[i], pmask[i], dmask[i], c["hull"], c["motion"])
+             for i, c in enumerate(cut)]  # fmt: skip
+    return frame, plan.faces, faces
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def test_merge_every_frame_then_video(merge_ws: Path):
+    proc = run_cli("merge", "-w", merge_ws, "-q")
+    assert proc.returncode == 0, proc.stderr
+    frames = sorted((merge_ws / "data_dst").glob("*.jpg"))
+    merged = sorted((merge_ws / "data_dst" / "merged").glob("*.png"))
+    masks = sorted((merge_ws / "data_dst" / "merged_mask").glob("*.png"))
+    assert [p.stem for p in merged] == [p.stem for p in frames] == [p.stem for p in masks]
+    for f in frames[::10]:
+        orig = cv2.imread(str(f))
+        out = cv2.imread(str(merge_ws / "data_dst" / "merged" / f"{f.stem}.png"))
+        mask = cv2.imread(str(merge_ws / "data_dst" / "merged_mask" / f"{f.stem}.png"), cv2.IMREAD_GRAYSCALE)
+        outside = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) == 0
+        assert _psnr(orig[outside], out[outside]) > 45
+        inside = mask > 200
+        assert np.abs(orig[inside].astype(int) - out[inside]).mean() > 3  # the face changed
+    again = run_cli("merge", "-w", merge_ws, "-q")
+    assert f"{len(frames)} already done" in again.stdout
+    proc = run_cli("make-video", "-w", merge_ws, "--format", "mp4", "--bitrate", "8", "-q")
+    assert proc.returncode == 0, proc.stderr
+    result = probe_video(merge_ws / "result.mp4")
+    assert result.frame_count == len(frames) and result.has_audio
+
+
+def _lab_mean(img: np.ndarray, region: np.ndarray) -> np.ndarray:
+    lab = cv2.cvtColor(img.astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
+    return lab[region].mean(0)
+
+
+def _grad_energy(img: np.ndarray, band: np.ndarray) -> float:
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    return float((gx**2 + gy**2)[band].mean())
+
+
+def test_default_settings_match_colour_and_leave_no_seam(merge_ws: Path, model: MergeModel):
+    s = validate({})
+    delta_e, ratios = [], []
+    for number in range(5, 125, 12):
+        frame, landmarks, faces = _faces(merge_ws, model, number, s)
+        out, mask = merge_frame(frame, faces, s)
+        inner = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillConvexPoly(inner, cv2.convexHull(np.round(landmarks[0][17:68]).astype(np.int32)), 1)
+        delta_e.append(float(np.linalg.norm(_lab_mean(out, inner > 0) - _lab_mean(frame, inner > 0))))
+        core = (mask > 127).astype(np.uint8)
+        k = np.ones((15, 15), np.uint8)
+        band = (cv2.dilate(core, k) > 0) & (cv2.erode(core, k) == 0)
+        ratios.append(_grad_energy(out, band) / _grad_energy(frame, band))
+    assert max(delta_e) < 8, delta_e
+    assert max(ratios) <= 1.25, ratios
+
+
+def test_erode_and_blur_change_the_mask(merge_ws: Path, model: MergeModel):
+    base = validate({})
+    frame, _, faces = _faces(merge_ws, model, 60, base)
+    area = {}
+    for erode in (-60, 0, 60):
+        _, mask = merge_frame(frame, faces, base | {"erode": erode})
+        area[erode] = int((mask > 127).sum())
+    assert area[60] < area[0] < area[-60]
+    hull = base | {"mask_mode": "dst"}  # a hard-edged mask, so only the blur makes it soft
+    _, sharp = merge_frame(frame, faces, hull | {"blur": 0})
+    _, soft = merge_frame(frame, faces, hull | {"blur": 120})
+    partial = lambda m: int(((m > 10) & (m < 245)).sum())  # noqa: E731
+    assert partial(soft) > 3 * max(1, partial(sharp))
+
+
+@pytest.mark.parametrize("mode", [m for m in COLOR_MODES if m != "none"])
+def test_each_colour_transfer_moves_the_face_toward_the_frame(merge_ws: Path, model: MergeModel, mode: str):
+    s = validate({"color_transfer": "none"})
+    _, _, faces = _faces(merge_ws, model, 60, s)
+    face = faces[0]
+    face.pred = np.clip(face.pred * np.float32([0.6, 0.9, 1.3]), 0, 1)  # a strong colour cast to remove
+    area = face.hull > 0.5
+    target = _lab_mean(face.dst_crop * 255, area)
+    before = np.linalg.norm(_lab_mean(finish_face(face, face.hull, s) * 255, area) - target)
+    after = np.linalg.norm(
+        _lab_mean(finish_face(face, face.hull, s | {"color_transfer": mode}) * 255, area) - target
+    )
+    assert after < 0.6 * before, (mode, before, after)
+
+
+def test_original_and_raw_predict(merge_ws: Path, model: MergeModel):
+    frame, _, faces = _faces(merge_ws, model, 30, validate({}))
+    out, mask = merge_frame(frame, faces, validate({"mode": "original"}))
+    assert np.array_equal(out, frame) and mask.max() > 0
+    out, _ = merge_frame(frame, faces, validate({"mode": "raw-predict"}))
+    assert np.array_equal(out, np.clip(faces[0].pred * 255 + 0.5, 0, 255).astype(np.uint8))
+    for mode in ("hist-match", "seamless", "seamless-hist-match", "raw-rgb"):
+        out, _ = merge_frame(frame, faces, validate({"mode": mode}))
+        assert out.shape == frame.shape and not np.array_equal(out, frame), mode
+
+
+def test_other_settings_change_the_face(merge_ws: Path, model: MergeModel):
+    base = validate({})
+    frame, _, faces = _faces(merge_ws, model, 60, base)
+    ref, ref_mask = merge_frame(frame, faces, base)
+    bigger = base | {"face_scale": 20}  # applied where the faces are cut
+    _, big_mask = merge_frame(frame, _faces(merge_ws, model, 60, bigger)[2], bigger)
+    assert (big_mask > 127).sum() > 1.2 * (ref_mask > 127).sum()
+    changes = [
+        {"sharpen_mode": "gaussian", "sharpen_amount": 60}, {"sharpen_amount": -60},
+        {"denoise": 400}, {"bicubic_degrade": 60}, {"color_degrade": 80}, {"motion_blur": 100},
+    ]  # fmt: skip
+    for change in changes:
+        out, _ = merge_frame(frame, faces, base | change)
+        assert not np.array_equal(out, ref), change
+
+
+def test_frame_range_settings_preview_and_config(merge_ws: Path, tmp_path: Path):
+    assert run_cli("merge", "-w", merge_ws, "-q").returncode == 0
+    before = cv2.imread(str(merge_ws / "data_dst" / "merged" / "00050.png"))
+    proc = run_cli("merge", "-w", merge_ws, "-q", "--frames", "40-60", "--erode", "80")
+    assert proc.returncode == 0 and "merged 21 frames" in proc.stdout, proc.stdout
+    assert not np.array_equal(before, cv2.imread(str(merge_ws / "data_dst" / "merged" / "00050.png")))
+    proc = run_cli("merge", "-w", merge_ws, "-q")  # the session keeps the range's settings
+    assert "merged 0 frames" in proc.stdout and "125 already done" in proc.stdout
+    session = Session.load(merge_ws / "model" / "m_Quick96" / "merge_session.json")
+    assert session.for_frame(50)["erode"] == 80 and session.for_frame(10)["erode"] == 0
+    config = tmp_path / "merge.yaml"
+    config.write_text("mode: seamless\ncolor-transfer: mkl-m\n")
+    proc = run_cli("merge", "-w", merge_ws, "-q", "--preview", "70", "--config", config)
+    assert proc.returncode == 0, proc.stderr
+    assert (merge_ws / "data_dst" / "merge_preview" / "00070.png").exists()
+    assert (merge_ws / "data_dst" / "merge_preview" / "00070_mask.png").exists()
+    proc = run_cli("merge", "-w", merge_ws, "-q", "--config", config)  # now for every frame
+    assert "merged 125 frames" in proc.stdout
+
+
+def test_bad_input(merge_ws: Path, tmp_path: Path):
+    empty = tmp_path / "empty"
+    shutil.copytree(merge_ws / "data_dst", empty / "data_dst")
+    assert_clean_error(run_cli("merge", "-w", empty), 1, "no trained model", "facelab train")
+    assert_clean_error(
+        run_cli("merge", "-w", merge_ws, "--erode", "999"), 2, "erode must be from -400 to 400"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("blur: -5\n")
+    assert_clean_error(
+        run_cli("merge", "-w", merge_ws, "--config", bad), 2, "bad.yaml", "blur must be from 0 to 400"
+    )
+    session = merge_ws / "model" / "m_Quick96" / "merge_session.json"
+    session.write_text("{not json")
+    assert_clean_error(
+        run_cli("merge", "-w", merge_ws), 1, "merge_session.json is damaged", "--fresh-session"
+    )
+    proc = run_cli("merge", "-w", merge_ws, "-q", "--fresh-session", "--frames", "1-3")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_frames_without_faces_are_copied_and_counted(merge_ws: Path):
+    aligned = merge_ws / "data_dst" / "aligned"
+    for p in sorted(aligned.glob("0001*_0.jpg")):  # frames 10-19 lose their faces
+        p.unlink()
+    proc = run_cli("merge", "-w", merge_ws, "-q")
+    assert proc.returncode == 0 and "10 without a face, copied through" in proc.stdout, proc.stdout
+    orig = cv2.imread(str(merge_ws / "data_dst" / "00012.jpg"))
+    assert np.array_equal(orig, cv2.imread(str(merge_ws / "data_dst" / "merged" / "00012.png")))
+    assert cv2.imread(str(merge_ws / "data_dst" / "merged_mask" / "00012.png")).max() == 0
+
+
+def test_missing_source_frame_and_wrong_face_type(merge_ws: Path):
+    (merge_ws / "data_dst" / "00007.jpg").unlink()
+    assert_clean_error(run_cli("merge", "-w", merge_ws), 1, "00007_0.jpg comes from frame 00007.jpg",
+                       "extract-frames dst")  # fmt: skip
+    shutil.copy(merge_ws / "data_dst" / "00008.jpg", merge_ws / "data_dst" / "00007.jpg")
+    fs = load_faceset(merge_ws / "data_dst" / "aligned")
+    face = fs.faces[3]
+    m = face.meta
+    m.face_type = "half_face"
+    face.path.write_bytes(meta.embed(face.path.read_bytes(), m))
+    proc = run_cli("merge", "-w", merge_ws)
+    assert_clean_error(proc, 1, "is a half_face face but the model merges full_face", "--face-type full")
