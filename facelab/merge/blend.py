@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from facelab.errors import FacelabError
+from facelab.fsutil import write_bytes_atomic
 from facelab.merge.color import transfer
 
 MAX_WORK = 1024  # masks are shaped at 4x the model's resolution, up to this size
@@ -204,3 +207,24 @@ def merge_frame(frame: np.ndarray, faces: list[FaceInput], s: dict) -> tuple[np.
     for face in faces:
         out = paste(out, face, s, mask)
     return out, np.clip(mask * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _png(img: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise FacelabError("PNG encoding failed")
+    return data.tobytes()
+
+
+def blend_and_write(
+    frame: np.ndarray, faces: list[FaceInput], settings: dict, out: Path, out_mask: Path
+) -> int:
+    """Worker process: merge one frame and write its PNG and mask; returns the number of faces."""
+    merged, mask = merge_frame(frame, faces, settings)
+    write_bytes_atomic(out, _png(merged), fsync=False)
+    write_bytes_atomic(out_mask, _png(mask), fsync=False)
+    return len(faces)
+
+
+def init_worker() -> None:
+    cv2.setNumThreads(1)

@@ -13,7 +13,7 @@ import os
 import queue
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +26,10 @@ from facelab.errors import FacelabError
 from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, face_transform
 from facelab.faces.faceset import load_faceset
-from facelab.fsutil import write_bytes_atomic
-from facelab.merge.blend import FaceInput, merge_frame
+from facelab.merge.blend import FaceInput, blend_and_write, init_worker
 from facelab.merge.session import JOURNAL, SESSION, Session, read_journal, settings_hash
 from facelab.models import create_model
+from facelab.procs import clean_pool
 from facelab.train.checkpoint import ModelFolder, model_folders
 from facelab.train.trainer import pick_device, pick_precision
 from facelab.workspace import Workspace, numbered_images
@@ -142,28 +142,6 @@ def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, sett
     return out
 
 
-def _png(img: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise FacelabError("PNG encoding failed")
-    return data.tobytes()
-
-
-def blend_and_write(
-    frame: np.ndarray, faces: list[FaceInput], settings: dict, out: Path, out_mask: Path
-) -> int:
-    """Worker process: merge one frame and write its PNG and mask; returns the number of faces."""
-    merged, mask = merge_frame(frame, faces, settings)
-    write_bytes_atomic(out, _png(merged), fsync=False)
-    write_bytes_atomic(out_mask, _png(mask), fsync=False)
-    return len(faces)
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
 @dataclass
 class MergeSummary:
     frames: int = 0
@@ -229,7 +207,7 @@ def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | Non
             pbar.update(1)
 
     with (
-        ProcessPoolExecutor(workers, initializer=_init_worker) as pool,
+        clean_pool(workers, initializer=init_worker) as pool,
         progress.bar(len(todo), "merging") as pbar,
     ):
         try:

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from facelab import progress
 from facelab.errors import FacelabError
-from facelab.faces import masks
-from facelab.faces.align import FACE_TYPES, face_transform
+from facelab.faces.align import FACE_TYPES
 from facelab.faces.faceset import AlignedFace, load_faceset
+from facelab.procs import clean_pool
+from facelab.train.crops import load_face as _load_one
 
 
 @dataclass
@@ -42,34 +41,6 @@ class FaceSamples:
         return FaceSamples(
             self.folder, self.images.to(device), self.masks.to(device), self.names, self.skipped
         )
-
-
-def crop_for_model(
-    face_type: str, meta_size: int, landmarks: np.ndarray, res: int, model_type: str
-) -> np.ndarray:
-    """2x3 affine from the aligned image to the model's crop (a plain resize when the types match)."""
-    if face_type == model_type:
-        s = res / meta_size
-        return np.array([[s, 0, 0], [0, s, 0]], np.float64)
-    return face_transform(landmarks, res, model_type)
-
-
-def _load_one(args: tuple[str, str, int, np.ndarray, int, str]) -> tuple[np.ndarray, np.ndarray] | str:
-    path, face_type, meta_size, landmarks, res, model_type = args
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return f"{path} cannot be decoded"
-    if image.shape[0] != meta_size:  # resized by another tool: landmarks follow the pixels
-        landmarks = landmarks * (image.shape[0] / meta_size)
-        meta_size = image.shape[0]
-    mat = crop_for_model(face_type, meta_size, landmarks, res, model_type)
-    if face_type == model_type:
-        interp = cv2.INTER_AREA if meta_size > res else cv2.INTER_CUBIC
-        face = cv2.resize(image, (res, res), interpolation=interp)
-    else:
-        face = cv2.warpAffine(image, mat, (res, res), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    pts = landmarks @ mat[:, :2].T + mat[:, 2]
-    return face, masks.hull_mask(pts, res)
 
 
 def check_face_types(faces: list[AlignedFace], folder: Path, model_type: str, model_label: str) -> None:
@@ -96,7 +67,7 @@ def load_samples(
     mask_arr = np.empty((len(jobs), res, res), np.uint8)
     damaged = []
     kept = 0
-    pool = ProcessPoolExecutor(workers) if workers > 1 else contextlib.nullcontext()
+    pool = clean_pool(workers) if workers > 1 else contextlib.nullcontext()
     with pool, progress.bar(len(jobs), f"loading {folder.parent.name}/{folder.name}", unit="face") as pbar:
         results = pool.map(_load_one, jobs, chunksize=32) if workers > 1 else map(_load_one, jobs)
         for job, result in zip(jobs, results, strict=True):

@@ -1,0 +1,17 @@
+"""Worker processes that are safe to start from a process already running torch.
+
+Forking a process whose OpenMP/torch thread pools are running can deadlock the child on its
+first parallel call (it hung the blend workers after training in `facelab run`). Pools that
+may start after torch has worked therefore use the forkserver (or spawn) start method, and
+their worker functions live in modules that do not import torch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
+
+def clean_pool(workers: int, initializer=None) -> ProcessPoolExecutor:
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=initializer)
