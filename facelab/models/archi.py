@@ -95,7 +95,10 @@ class Decoder(nn.Module):
             x = depth_to_space(torch.cat([c(x) for c in self.out], dim=1))
         else:
             x = self.out[0](x)
-        return torch.sigmoid(x), torch.sigmoid(self.mask_out(self.mask(code)))
+        return torch.sigmoid(x), self.mask_only(code)
+
+    def mask_only(self, code: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mask_out(self.mask(code)))
 
 
 class Autoencoder(nn.Module):
@@ -160,5 +163,5 @@ class Autoencoder(nn.Module):
         """(swapped face, its mask, the dst decoder's mask) for merging."""
         codes = self._codes(None, dst)
         face, mask = self._decode("src", codes["swap"])
-        _, dst_mask = self._decode("dst", codes["dst"])
-        return face, mask, dst_mask
+        decoder = self.decoder if self.kind == "liae" else self.decoder_dst
+        return face, mask, decoder.mask_only(codes["dst"])  # the dst face itself is not needed
