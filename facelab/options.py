@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ class Option:
     help: str
     range: tuple[float, float] | None = None
     choices: tuple[str, ...] | None = None
+    changeable: bool = True  # model options: False = fixed when the model is created
+    check: Callable[[Any], Any] | None = None  # extra validation; raises ValueError with the reason
 
     @property
     def flag(self) -> str:
@@ -56,6 +59,11 @@ class Option:
             raise ValueError(f"{self.name} must be one of {self.allowed()}, not {value!r}")
         if self.range and not self.range[0] <= parsed <= self.range[1]:
             raise ValueError(f"{self.name} must be from {self.allowed()}, not {value!r}")
+        if self.check is not None:
+            try:
+                parsed = self.check(parsed)
+            except ValueError as exc:
+                raise ValueError(f"{self.name}: {exc}") from None
         return parsed
 
 

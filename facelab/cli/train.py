@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from facelab import prompts
 from facelab.cli.argtypes import int_in, positive_float
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
+from facelab.options import load_config
 from facelab.progress import say
-from facelab.train import catalog
+from facelab.train import catalog, model_options
 from facelab.train.checkpoint import CheckpointError, ModelFolder, model_folders
 from facelab.train.recipes import RECIPES, Recipe
 
@@ -54,6 +56,11 @@ def register_train(sub, common) -> None:
     p.add_argument("--from", dest="from_model", metavar="OTHER",
                    help="start a new model from OTHER's weights (model reuse)")  # fmt: skip
     p.add_argument("--seed", type=int, help="random seed for a new model (default: random)")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option (SAEHD), repeatable; `--opt help` lists them")  # fmt: skip
+    p.add_argument("--config", type=Path, help="YAML or JSON file of model options")
+    p.add_argument("--override", action="store_true",
+                   help="change a resumed model's changeable options (asks on a terminal)")  # fmt: skip
     p.set_defaults(handler=cmd_train)
 
 
@@ -93,6 +100,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     ws = workspace_from(args)
     recipe = RECIPES[args.model]
+    if args.opt == ["help"]:
+        return _list_options(args.model)
+    given = load_config(args.config, list(model_options.specs(args.model).values())) if args.config else {}
+    given |= model_options.parse_pairs(args.model, args.opt)
     name = catalog.check_name(args.name) if args.name else choose_name(ws.model_dir, recipe)
     if args.from_model and ModelFolder.of(ws.model_dir, name, recipe.class_name).exists():
         raise UsageError(f"--from makes a new model, but {name!r} already exists: choose a new --name")
@@ -107,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
         from_model=args.from_model,
+        model_options=given,
+        override=args.override,
     )
     try:
         result = train(ws, recipe, name, opts)
@@ -157,6 +170,16 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     for r, t in zip(rows, table, strict=True):
         line = "  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True))
         say(line + (f"  ({r['problem']})" if r["problem"] else ""))
+    return 0
+
+
+def _list_options(model: str) -> int:
+    specs = model_options.specs(model)
+    if not specs:
+        say(f"{model} has no options: its settings are fixed (--batch may change)")
+    for o in specs.values():
+        when = "changeable" if o.changeable else "fixed at creation"
+        say(f"{o.name:<18} {o.allowed():<24} default {o.default!s:<8} {when}: {o.help}")
     return 0
 
 

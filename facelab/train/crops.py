@@ -34,4 +34,4 @@ def load_face(args: tuple[str, str, int, np.ndarray, int, str]) -> tuple[np.ndar
     else:
         face = cv2.warpAffine(image, mat, (res, res), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     pts = landmarks @ mat[:, :2].T + mat[:, 2]
-    return face, masks.hull_mask(pts, res)
+    return face, np.stack([masks.hull_mask(pts, res), masks.eyes_mouth_mask(pts, res)])

@@ -26,7 +26,8 @@ from facelab.train.crops import load_face as _load_one
 
 @dataclass
 class FaceSamples:
-    """One side's faces: images (N,3,R,R) BGR uint8, masks (N,1,R,R) uint8, and file names."""
+    """One side's faces: images (N,3,R,R) BGR uint8, masks (N,2,R,R) uint8 (face hull, eyes and
+    mouth), and file names."""
 
     folder: Path
     images: torch.Tensor
@@ -64,7 +65,7 @@ def load_samples(
     jobs = [(str(f.path), f.meta.face_type, f.meta.size, f.meta.landmarks, res, model_type) for f in fs.faces]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // 64 + 1))
     images = np.empty((len(jobs), res, res, 3), np.uint8)
-    mask_arr = np.empty((len(jobs), res, res), np.uint8)
+    mask_arr = np.empty((len(jobs), 2, res, res), np.uint8)
     damaged = []
     kept = 0
     pool = clean_pool(workers) if workers > 1 else contextlib.nullcontext()
@@ -87,7 +88,7 @@ def load_samples(
     return FaceSamples(
         folder,
         torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        torch.from_numpy(mask_arr).unsqueeze(1).contiguous(),
+        torch.from_numpy(mask_arr),
         names,
         len(fs.broken),
     )

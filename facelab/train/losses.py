@@ -56,7 +56,35 @@ def masked_face_loss(
     trains Quick96 (and SAEHD below 256 px) with this loss.
     """
     res = target.shape[-1]
-    blurred = gaussian_blur(target_mask, max(1, res // 32))
+    blurred = gaussian_blur(target_mask[:, :1], max(1, res // 32))
     t, p = target.float() * blurred, pred.float() * blurred
     loss = 10 * dssim(t, p, filter_size=int(res / 11.6)) + 10 * mse(t, p)
     return loss + 10 * mse(blurred, pred_mask)
+
+
+def saehd_face_loss(
+    pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
+    masked: bool, eyes_mouth_prio: bool,
+) -> torch.Tensor:  # fmt: skip
+    """Per-sample SAEHD loss: DSSIM (one window below 256 px, two from 256 up) + 10*MSE on the face
+    (mask-weighted when `masked`), 300*MAE on eyes and mouth when prioritised, 10*MSE of the mask.
+
+    `masks` holds the face hull (channel 0) and the eyes/mouth region (channel 1). The face mask is
+    blurred (radius res/32) and doubled below 0.5, so the weight falls off softly outside the hull.
+    """
+    res = target.shape[-1]
+    face_mask = masks[:, :1].float()
+    soft = gaussian_blur(face_mask, max(1, res // 32)).clamp(0, 0.5) * 2
+    t, p = target.float(), pred.float()
+    if masked:
+        t, p = t * soft, p * soft
+    if res < 256:
+        loss = 10 * dssim(t, p, filter_size=int(res / 11.6))
+    else:
+        loss = 5 * dssim(t, p, filter_size=int(res / 11.6)) + 5 * dssim(t, p, filter_size=int(res / 23.2))
+    loss = loss + 10 * mse(t, p)
+    if eyes_mouth_prio:
+        em = gaussian_blur(masks[:, 1:].float(), max(1, res // 32)) * (face_mask > 0.5)
+        em = em / em.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
+        loss = loss + 300 * (em * (target.float() - pred.float()).abs()).mean(dim=(1, 2, 3))
+    return loss + 10 * mse(soft, pred_mask)

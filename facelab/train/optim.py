@@ -60,7 +60,8 @@ class RMSprop:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, step: int) -> None:
+    def step(self, step: int, lr: float | None = None) -> None:
+        lr = self.lr if lr is None else lr
         masks = self.dropout.masks(step) if self.dropout is not None else [None] * len(self.params)
         for p, a, m in zip(self.params, self.acc, masks, strict=True):
             if p.grad is None:
@@ -74,7 +75,7 @@ class RMSprop:
                 pc, gc, ac, *mc = (t[i : i + chunk] for t in flat)
                 ac.mul_(self.rho).addcmul_(gc, gc, value=1 - self.rho)
                 denom = ac.sqrt().add_(self.eps)
-                pc.addcdiv_(gc * mc[0] if mc else gc, denom, value=-self.lr)
+                pc.addcdiv_(gc * mc[0] if mc else gc, denom, value=-lr)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"acc/{n}": a for n, a in zip(self.names, self.acc, strict=True)}
@@ -90,3 +91,48 @@ class RMSprop:
                     f"optimizer state for {n} has shape {tuple(t.shape)}, expected {tuple(a.shape)}"
                 )
             a.copy_(t)
+
+
+class AdaBelief(RMSprop):
+    """The reference's AdaBelief, without bias correction:
+    m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*(g-m)^2;  w -= lr * m / (sqrt(v) + eps) [* dropout mask]."""
+
+    name = "adabelief"
+
+    def __init__(self, named_params: list[tuple[str, nn.Parameter]], lr: float, beta1: float = 0.9,
+                 beta2: float = 0.999, eps: float = 1e-6, lr_dropout: float = 1.0,
+                 seed: int = 0):  # fmt: skip
+        super().__init__(named_params, lr, eps=eps, lr_dropout=lr_dropout, seed=seed)
+        self.beta1, self.beta2 = beta1, beta2
+        self.m = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self, step: int, lr: float | None = None) -> None:
+        lr = self.lr if lr is None else lr
+        masks = self.dropout.masks(step) if self.dropout is not None else [None] * len(self.params)
+        for p, m, v, keep in zip(self.params, self.m, self.acc, masks, strict=True):
+            if p.grad is None:
+                continue
+            grad = p.grad if p.grad.stride() == p.stride() else torch.empty_like(p).copy_(p.grad)
+            chunk = _CPU_CHUNK if p.device.type == "cpu" else p.numel()
+            flat = [_flat(t) for t in (p, grad, m, v)] + ([keep.view(-1)] if keep is not None else [])
+            for i in range(0, p.numel(), chunk):
+                pc, gc, mc, vc, *kc = (t[i : i + chunk] for t in flat)
+                mc.mul_(self.beta1).add_(gc, alpha=1 - self.beta1)
+                diff = gc - mc
+                vc.mul_(self.beta2).addcmul_(diff, diff, value=1 - self.beta2)
+                denom = vc.sqrt().add_(self.eps)
+                pc.addcdiv_(mc * kc[0] if kc else mc, denom, value=-lr)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return super().state_tensors() | {f"m/{n}": m for n, m in zip(self.names, self.m, strict=True)}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().load_state_tensors(tensors)
+        for n, m in zip(self.names, self.m, strict=True):
+            if f"m/{n}" not in tensors:
+                raise ValueError(f"optimizer state lacks m/{n}")
+            m.copy_(tensors[f"m/{n}"])
+
+
+OPTIMIZERS = {"rmsprop": RMSprop, "adabelief": AdaBelief}

@@ -1,9 +1,10 @@
-"""How each model kind trains: the reference tool's fixed settings per model class."""
+"""How each model kind trains: the reference tool's settings, fixed (Quick96) or from options (SAEHD)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
+from facelab.faces.align import canonical_face_type
 from facelab.train.augment import AugmentSpec
 
 
@@ -16,10 +17,21 @@ class Recipe:
     lr: float
     lr_dropout: float  # probability of keeping a weight's update each step; 1.0 = off
     augment: AugmentSpec = field(default_factory=AugmentSpec)
+    flip_src: bool = False
+    flip_dst: bool = False
     repeat_unwarped_every: int = 0  # every n-th iteration re-trains the last batch without the warp
+    optimizer: str = "rmsprop"  # or "adabelief"
+    lr_cycle: int = 0  # iterations of the cosine learning-rate cycle (0 = constant)
+    loss: str = "quick96"  # or "saehd"
+    masked_training: bool = True
+    eyes_mouth_prio: bool = False
+    clipgrad: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def augment_for(self, side: str) -> AugmentSpec:
+        return replace(self.augment, random_flip=self.flip_src if side == "src" else self.flip_dst)
 
 
 RECIPES = {
@@ -30,9 +42,21 @@ RECIPES = {
         batch=4,
         lr=2e-4,
         lr_dropout=0.3,
-        augment=AugmentSpec(random_warp=True, random_flip=False, scale=0.05),
+        augment=AugmentSpec(random_warp=True, scale=0.05),
         repeat_unwarped_every=3,
     ),
+    "saehd": Recipe(
+        model="saehd",
+        class_name="SAEHD",
+        face_type="full_face",
+        batch=8,
+        lr=5e-5,
+        lr_dropout=1.0,
+        augment=AugmentSpec(random_warp=True, scale=0.15),
+        flip_dst=True,
+        optimizer="adabelief",
+        loss="saehd",
+    ),  # fmt: skip
 }
 
 
@@ -41,3 +65,24 @@ def recipe(name: str) -> Recipe:
         return RECIPES[name.lower()]
     except KeyError:
         raise ValueError(f"unknown model {name!r}: use one of {', '.join(sorted(RECIPES))}") from None
+
+
+def with_options(base: Recipe, options: dict) -> Recipe:
+    """The recipe a model's options make (Quick96 has none and stays as it is)."""
+    if not options:
+        return base
+    o = options
+    return replace(
+        base,
+        face_type=canonical_face_type(o["face_type"]),
+        batch=o["batch_size"],
+        augment=replace(base.augment, random_warp=o["random_warp"]),
+        flip_src=o["random_src_flip"],
+        flip_dst=o["random_dst_flip"],
+        optimizer="adabelief" if o["adabelief"] else "rmsprop",
+        lr_dropout=0.3 if o["lr_dropout"] else 1.0,
+        lr_cycle=500 if o["lr_dropout"] else 0,
+        masked_training=o["masked_training"],
+        eyes_mouth_prio=o["eyes_mouth_prio"],
+        clipgrad=o["clipgrad"],
+    )

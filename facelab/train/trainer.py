@@ -11,6 +11,7 @@ so a resumed run continues exactly where the saved one stopped.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 import shutil
@@ -29,15 +30,15 @@ from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
 from facelab.info import has_amx
 from facelab.models import create_model
-from facelab.models.registry import model_options
-from facelab.train import keys, preview
+from facelab.models.registry import model_options as arch_options
+from facelab.train import keys, model_options, preview
 from facelab.train.augment import EpochSampler, augment, generator
 from facelab.train.checkpoint import CONFIG, PREVIEW, CheckpointError, ModelFolder
 from facelab.train.data import FaceSamples, load_samples
 from facelab.train.history import LossHistory
-from facelab.train.losses import masked_face_loss
-from facelab.train.optim import RMSprop
-from facelab.train.recipes import Recipe
+from facelab.train.losses import masked_face_loss, saehd_face_loss
+from facelab.train.optim import OPTIMIZERS
+from facelab.train.recipes import Recipe, with_options
 from facelab.workspace import Workspace
 
 SIDES = ("src", "dst")
@@ -58,6 +59,8 @@ class TrainOptions:
     from_model: str | None = None  # start a new model from this one's weights
     arch: dict = field(default_factory=dict)  # architecture overrides for a new model (tests, tiny models)
     status_every_s: float = 30.0  # without a terminal: one status line this often
+    model_options: dict = field(default_factory=dict)  # --opt / --config values (SAEHD)
+    override: bool = False  # let a resumed model's changeable options change (prompts on a terminal)
 
 
 @dataclass
@@ -109,7 +112,9 @@ class Session:
     """One model being trained: network, optimiser, data, counters."""
 
     def __init__(self, ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions):
-        self.ws, self.recipe, self.folder, self.opts = ws, recipe, folder, opts
+        self.ws, self.folder, self.opts = ws, folder, opts
+        self.options = self._resolve_options(recipe)
+        self.recipe = with_options(recipe, self.options)
         self.device = pick_device(opts.device)
         self.precision = pick_precision(opts.precision, self.device)
         self.stop_requested = False
@@ -126,10 +131,29 @@ class Session:
             self._resume()
         else:
             self._create()
+        if self.options:
+            self.batch = self.recipe.batch  # the batch_size option, possibly changed on resume
         if opts.batch is not None:
             self.batch = opts.batch
         self.samplers = {s: EpochSampler(len(self.data[s]), self.seed, s) for s in SIDES}
         self._pick_preview_faces()
+
+    def _resolve_options(self, base: Recipe) -> dict:
+        """This model's options: saved (resume) or chosen now (new); {} for Quick96."""
+        if self.folder.exists():
+            saved = self.folder.read_json(CONFIG).get("options", {})
+            return model_options.for_resumed_model(
+                base.model, saved, self.opts.model_options, self.opts.override
+            )
+        if self.opts.from_model:
+            other = ModelFolder.of(self.folder.path.parent, self.opts.from_model, base.class_name)
+            saved = other.read_json(CONFIG).get("options", {}) if other.exists() else {}
+            return model_options.for_resumed_model(base.model, saved, self.opts.model_options, False)
+        options = model_options.for_new_model(base.model, base.class_name, self.folder.path.parent,
+                                              self.opts.model_options)  # fmt: skip
+        if options:
+            self.opts.arch = {k: options[k] for k in model_options.ARCH_KEYS} | self.opts.arch
+        return options
 
     def _planned(self) -> tuple[dict, str]:
         """(architecture, face type) of the model this session will train, without building it."""
@@ -141,7 +165,7 @@ class Session:
                 raise FacelabError(f"--from {self.opts.from_model}: there is no model {other.path}")
             config = other.read_json(CONFIG)
         else:
-            return model_options(self.recipe.model, **self.opts.arch), self.recipe.face_type
+            return arch_options(self.recipe.model, **self.opts.arch), self.recipe.face_type
         return config["architecture"], config.get("face_type", self.recipe.face_type)
 
     # ------------------------------------------------------------------ model and state
@@ -150,8 +174,9 @@ class Session:
         self.model = create_model(self.recipe.model, **arch).to(self.device)
         if self.precision == "bf16":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.opt = RMSprop(list(self.model.named_parameters()), lr=self.recipe.lr,
-                           lr_dropout=self.recipe.lr_dropout, seed=self.seed)  # fmt: skip
+        optimizer = OPTIMIZERS[self.recipe.optimizer]
+        params = list(self.model.named_parameters())
+        self.opt = optimizer(params, lr=self.recipe.lr, lr_dropout=self.recipe.lr_dropout, seed=self.seed)
 
     def _create(self) -> None:
         self.seed = self.opts.seed if self.opts.seed is not None else secrets.randbits(62)
@@ -173,6 +198,7 @@ class Session:
             "face_type": self.recipe.face_type,
             "architecture": self.model.config,
             "training": self.recipe.to_json(),
+            "options": self.options,
             "created": datetime.now().isoformat(timespec="seconds"),
             "facelab": __version__,
             "torch": torch.__version__,
@@ -197,9 +223,21 @@ class Session:
         self._build({k: v for k, v in self.config["architecture"].items() if k != "name"})
         try:
             self.model.load_state_dict(ckpt.weights)
-            self.opt.load_state_tensors(ckpt.optimizer)
-        except (RuntimeError, ValueError) as exc:
+        except RuntimeError as exc:
             raise CheckpointError(f"{self.folder} does not match its config.json ({exc})") from None
+        saved_optimizer = self.config.get("training", {}).get("optimizer", "rmsprop")
+        if saved_optimizer == self.recipe.optimizer:
+            try:
+                self.opt.load_state_tensors(ckpt.optimizer)
+            except ValueError as exc:
+                raise CheckpointError(
+                    f"{self.folder}: optimizer.safetensors does not match ({exc})"
+                ) from None
+        else:
+            progress.say(
+                f"optimiser changed from {saved_optimizer} to {self.recipe.optimizer}: its state starts fresh"
+            )
+        self.config |= {"options": self.options, "training": self.recipe.to_json()}
         self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed_s"])
         self.batch = int(state["batch"])
         self.drawn, self.batches_drawn = dict(state["drawn"]), int(state["batches_drawn"])
@@ -249,7 +287,7 @@ class Session:
         data: FaceSamples = self.data[side]
         idx = self.samplers[side].indices(start, size).to(self.device)
         g = generator(self.seed, side, "augment", batch_no)
-        return augment(data.images[idx], data.masks[idx], self.recipe.augment, g, warp)
+        return augment(data.images[idx], data.masks[idx], self.recipe.augment_for(side), g, warp)
 
     def next_batches(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Fresh warped batches, or (every n-th iteration) the last batch again without the warp."""
@@ -264,6 +302,18 @@ class Session:
             s: self._side_batch(s, lb["start"][s], lb["batch_no"], lb["size"], warp=not repeat) for s in SIDES
         }
 
+    def loss(self, pred, pred_mask, target, masks) -> torch.Tensor:
+        r = self.recipe
+        if r.loss == "saehd":
+            return saehd_face_loss(pred, pred_mask, target, masks, r.masked_training, r.eyes_mouth_prio)
+        return masked_face_loss(pred, pred_mask, target, masks)
+
+    def learning_rate(self) -> float:
+        """The reference's cosine cycle that comes with learning-rate dropout (SAEHD)."""
+        if not self.recipe.lr_cycle:
+            return self.recipe.lr
+        return self.recipe.lr * (math.cos(2 * math.pi * self.iteration / self.recipe.lr_cycle) + 1) / 2
+
     def train_step(self, batches) -> tuple[float, float]:
         (warped_src, target_src, mask_src), (warped_dst, target_dst, mask_dst) = (
             batches["src"],
@@ -275,11 +325,13 @@ class Session:
         with self.autocast():
             out = self.model(warped_src, warped_dst, swap=False)
         # Losses in float32, outside autocast.
-        src_loss = masked_face_loss(out["src"], out["src_mask"], target_src, mask_src).mean()
-        dst_loss = masked_face_loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
+        src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
+        dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
         (src_loss + dst_loss).backward()
         src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
-        self.opt.step(self.iteration)
+        if self.recipe.clipgrad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step(self.iteration, self.learning_rate())
         self.opt.zero_grad()
         self.iteration += 1
         losses = [src_loss.item(), dst_loss.item()]
@@ -322,7 +374,8 @@ class Session:
             f"parameters:     {params / 1e6:.1f} M",
             f"face type:      {self.config['face_type']}",
             f"batch size:     {self.batch}",
-            f"optimiser:      RMSprop lr {self.recipe.lr:g}, lr dropout keep {self.recipe.lr_dropout:g}",
+            f"optimiser:      {self.recipe.optimizer} lr {self.recipe.lr:g}, "
+            f"lr dropout keep {self.recipe.lr_dropout:g}",
             f"augmentation:   {self.recipe.augment}",
             f"device:         {self.device} ({self.precision})",
             f"faces:          src {len(self.data['src'])}, dst {len(self.data['dst'])}",

@@ -1,0 +1,157 @@
+"""Model options: one typed spec per option, for prompts, `--opt key=value`, config files and the UI.
+
+A new model takes its options from (lowest first) the specs' defaults, the values last used for a
+new model of that kind (`model/<Class>_default_options.json`), a `--config` file, and `--opt`
+flags; on a terminal every option not given is asked. A resumed model keeps its saved options;
+`--override` (or Enter within 2 seconds on a terminal) lets the changeable ones change, and a
+change to a fixed one is refused with the list of fixed options.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import sys
+from pathlib import Path
+
+from facelab import prompts
+from facelab.errors import UsageError
+from facelab.faces.align import canonical_face_type
+from facelab.fsutil import write_json_atomic
+from facelab.models.archi import parse_archi
+from facelab.options import Option
+
+
+def _archi(value: str) -> str:
+    parse_archi(value)
+    return value.lower()
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"must be even, not {value}")
+    return value
+
+
+SAEHD = [
+    Option("resolution", int, 128, "face size in pixels; a multiple of 16 (of 32 with -d)", range=(64, 640),
+           changeable=False),
+    Option("face_type", str, "f", "how much of the head: half, mid-full, full, whole, head",
+           choices=("h", "mf", "f", "wf", "head"), changeable=False),
+    Option("archi", str, "liae-ud", "df or liae, with any of -u (pixel norm), -d (double res), -t (deeper)",
+           changeable=False, check=_archi),
+    Option("ae_dims", int, 256, "autoencoder (bottleneck) width", range=(32, 1024), changeable=False),
+    Option("e_dims", int, 64, "encoder width", range=(16, 256), changeable=False, check=_even),
+    Option("d_dims", int, 64, "decoder width", range=(16, 256), changeable=False, check=_even),
+    Option("d_mask_dims", int, 22, "mask decoder width", range=(16, 256), changeable=False, check=_even),
+    Option("batch_size", int, 8, "faces per side per iteration", range=(1, 256)),
+    Option("random_src_flip", bool, False, "mirror src faces at random (more angles, less likeness)"),
+    Option("random_dst_flip", bool, True, "mirror dst faces at random"),
+    Option("masked_training", bool, True, "learn only the face inside the mask"),
+    Option("eyes_mouth_prio", bool, False, "weight eyes and mouth 30x in the loss (sharper eyes, teeth)"),
+    Option("adabelief", bool, True, "AdaBelief optimiser (else RMSprop)"),
+    Option("lr_dropout", bool, False, "learning-rate dropout + 500-iteration cosine lr cycle (for the end)"),
+    Option("random_warp", bool, True, "warp the inputs (turn off near the end for detail)"),
+    Option("clipgrad", bool, False, "clip the gradient norm at 1 (against collapse)"),
+]  # fmt: skip
+
+OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD}
+ARCH_KEYS = ("resolution", "archi", "ae_dims", "e_dims", "d_dims", "d_mask_dims")
+
+
+def specs(model: str) -> dict[str, Option]:
+    return {o.name: o for o in OPTIONS[model]}
+
+
+def parse_pairs(model: str, pairs: list[str]) -> dict:
+    """`key=value` flags checked against the model's specs."""
+    known = specs(model)
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise UsageError(f"--opt {pair!r}: use key=value, e.g. --opt batch_size=8")
+        if key not in known:
+            names = ", ".join(known) if known else "none: its settings are fixed (use --batch)"
+            raise UsageError(f"--opt {key}: {model} has no option {key!r} (its options: {names})")
+        try:
+            out[key] = known[key].parse(value.strip())
+        except ValueError as exc:
+            raise UsageError(f"--opt {key}: {exc}") from None
+    return out
+
+
+def check_arch(model: str, options: dict) -> None:
+    """Combination checks a single spec cannot make (resolution vs -d)."""
+    if model == "saehd":
+        step = 32 if "d" in parse_archi(options["archi"])[1] else 16
+        if options["resolution"] % step:
+            raise UsageError(
+                f"resolution {options['resolution']} must be a multiple of {step} "
+                f"for archi {options['archi']}"
+            )
+
+
+def _ask(opt: Option, default):
+    shown = ("y" if default else "n") if opt.type is bool else default
+    value = prompts.ask(opt.name, shown, opt.parse, opt.allowed(), opt.help)
+    return opt.parse(value) if isinstance(value, str) and opt.type is not str else value
+
+
+def defaults_file(model_root: Path, class_name: str) -> Path:
+    return Path(model_root) / f"{class_name}_default_options.json"
+
+
+def for_new_model(model: str, class_name: str, model_root: Path, given: dict) -> dict:
+    known = specs(model)
+    saved = {}
+    path = defaults_file(model_root, class_name)
+    if path.exists():
+        try:
+            saved = {k: known[k].parse(v) for k, v in json.loads(path.read_text()).items() if k in known}
+        except (ValueError, OSError):
+            saved = {}  # a damaged defaults file only loses the convenience
+    options = {}
+    for name, opt in known.items():
+        default = saved.get(name, opt.default)
+        options[name] = given[name] if name in given else _ask(opt, default)
+    check_arch(model, options)
+    if known:
+        Path(model_root).mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, options)
+    return options
+
+
+def override_window(seconds: float = 2.0) -> bool:
+    """On a terminal: True if Enter is pressed within `seconds`."""
+    if not prompts.interactive():
+        return False
+    print(f"Press Enter within {seconds:g} seconds to override the model's settings.", flush=True)
+    ready, _, _ = select.select([sys.stdin], [], [], seconds)
+    if ready:
+        sys.stdin.readline()
+    return bool(ready)
+
+
+def for_resumed_model(model: str, saved: dict, given: dict, override: bool) -> dict:
+    known = specs(model)
+    options = {k: known[k].parse(v) for k, v in saved.items() if k in known}
+    options = {name: options.get(name, opt.default) for name, opt in known.items()}
+    fixed = [k for k, v in given.items() if not known[k].changeable and v != options[k]]
+    if fixed:
+        names = ", ".join(o.name for o in known.values() if not o.changeable)
+        raise UsageError(
+            f"{', '.join(fixed)} cannot change after the model is created (fixed: {names}); "
+            "train a new model to change them"
+        )
+    options |= given
+    if known and (override or override_window()):
+        for name, opt in known.items():
+            if opt.changeable and name not in given:
+                options[name] = _ask(opt, options[name])
+    return options
+
+
+def face_type_of(options: dict, default: str) -> str:
+    return canonical_face_type(options["face_type"]) if "face_type" in options else default

@@ -1,0 +1,179 @@
+"""SAEHD's option system and the options that exist so far: each one takes effect."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from facelab.errors import UsageError
+from facelab.options import load_config
+from facelab.train import model_options as mo
+from facelab.train.augment import generator
+from facelab.train.losses import saehd_face_loss
+from facelab.train.optim import AdaBelief
+from facelab.train.recipes import recipe, with_options
+from facelab.train.trainer import TrainOptions, train
+from facelab.workspace import Workspace
+from tests.conftest import assert_clean_error, run_cli
+
+TINY = {"resolution": 64, "ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16, "batch_size": 2}
+
+
+def _options(**changes) -> dict:
+    return {o.name: o.default for o in mo.SAEHD} | TINY | changes
+
+
+def test_flags_and_config_files_are_checked():
+    assert mo.parse_pairs("saehd", ["resolution=96", "random_src_flip=y"]) == {
+        "resolution": 96,
+        "random_src_flip": True,
+    }
+    with pytest.raises(UsageError, match="resolution must be from 64 to 640, not '32'"):
+        mo.parse_pairs("saehd", ["resolution=32"])
+    with pytest.raises(
+        UsageError, match="saehd has no option 'gan_powr' .*its options: resolution, face_type"
+    ):
+        mo.parse_pairs("saehd", ["gan_powr=1"])
+    with pytest.raises(UsageError, match="quick96 has no option 'resolution' .*fixed"):
+        mo.parse_pairs("quick96", ["resolution=96"])
+    with pytest.raises(UsageError, match="e_dims: must be even"):
+        mo.parse_pairs("saehd", ["e_dims=33"])
+    with pytest.raises(UsageError, match="unknown architecture"):
+        mo.parse_pairs("saehd", ["archi=vae"])
+
+
+def test_config_file_with_a_wrong_type(tmp_path: Path):
+    cfg = tmp_path / "o.yaml"
+    cfg.write_text("batch_size: lots\n")
+    with pytest.raises(UsageError, match="o.yaml: batch_size must be 1 to 256, not 'lots'"):
+        load_config(cfg, mo.SAEHD)
+
+
+def test_fixed_options_refused_on_resume_changeable_ones_apply():
+    saved = _options()
+    with pytest.raises(UsageError, match="resolution, archi cannot change .*fixed: resolution, face_type"):
+        mo.for_resumed_model("saehd", saved, {"resolution": 96, "archi": "df", "batch_size": 4}, False)
+    out = mo.for_resumed_model("saehd", saved, {"batch_size": 4, "random_warp": False}, False)
+    assert out["batch_size"] == 4 and out["random_warp"] is False and out["resolution"] == 64
+
+
+def test_last_options_become_the_next_defaults(tmp_path: Path):
+    first = mo.for_new_model("saehd", "SAEHD", tmp_path, TINY | {"eyes_mouth_prio": True})
+    second = mo.for_new_model("saehd", "SAEHD", tmp_path, {})
+    assert second == first and second["eyes_mouth_prio"] is True
+
+
+def test_options_shape_the_recipe_and_batches():
+    base = recipe("saehd")
+    r = with_options(base, _options(random_src_flip=True, random_dst_flip=False, random_warp=False))
+    assert r.augment_for("src").random_flip and not r.augment_for("dst").random_flip
+    assert not r.augment.random_warp
+    from facelab.train.augment import augment
+
+    images = (torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).byte()
+    masks = torch.full((8, 2, 32, 32), 255, dtype=torch.uint8)
+    warped, target, _ = augment(images, masks, r.augment_for("dst"), generator(1), warp=True)
+    assert torch.equal(warped, target)  # warp off: the input is the target
+    flipped = augment(images, masks, r.augment_for("src"), generator(1), warp=True)[1]
+    plain = augment(images, masks, r.augment_for("dst"), generator(1), warp=True)[1]
+    assert not torch.equal(flipped, plain)  # same draws, flips on for src only
+    assert with_options(base, _options(lr_dropout=True)).lr_cycle == 500
+    assert with_options(base, _options(adabelief=False)).optimizer == "rmsprop"
+
+
+def test_eyes_mouth_prio_weights_the_loss():
+    g = torch.Generator().manual_seed(0)
+    target, pred = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    masks = torch.zeros(2, 2, 64, 64)
+    masks[:, 0, 8:56, 8:56] = 1
+    masks[:, 1, 20:30, 16:48] = 1
+    plain = saehd_face_loss(pred, masks[:, :1], target, masks, True, False)
+    prio = saehd_face_loss(pred, masks[:, :1], target, masks, True, True)
+    assert (prio > plain + 1).all()
+    unmasked = saehd_face_loss(pred, masks[:, :1], target, masks, False, False)
+    assert not torch.allclose(plain, unmasked)  # masked_training changes what is compared
+
+
+def test_adabelief_matches_the_reference_update():
+    w = torch.nn.Parameter(torch.zeros(4))
+    opt = AdaBelief([("w", w)], lr=0.1)
+    w.grad = torch.tensor([1.0, -2.0, 0.5, 0.0])
+    opt.step(0)
+    m = 0.1 * w.grad
+    v = 0.001 * (w.grad - m) ** 2
+    assert torch.allclose(w.detach(), -0.1 * m / (v.sqrt() + 1e-6))
+    assert set(opt.state_tensors()) == {"acc/w", "m/w"}
+
+
+def test_saehd_trains_with_every_option_and_clipgrad_bounds_the_gradient(train_ws: Path, monkeypatch):
+    norms = []
+    real_step = AdaBelief.step
+
+    def spy(self, step, lr=None):
+        norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params]))))
+        return real_step(self, step, lr)
+
+    monkeypatch.setattr(AdaBelief, "step", spy)
+    opts = _options(eyes_mouth_prio=True, lr_dropout=True, clipgrad=True, random_src_flip=True)
+    res = train(Workspace(train_ws), recipe("saehd"), "all", TrainOptions(target_iter=4, model_options=opts,
+                                                                        preview=False, seed=1))  # fmt: skip
+    assert res.iteration == 4 and max(norms) <= 1.0 + 1e-4
+    config = (res.folder / "config.json").read_text()
+    assert '"eyes_mouth_prio": true' in config and '"resolution": 64' in config
+    # Resume with a changed option: it takes effect (and the optimiser switch starts fresh state).
+    changed = {"adabelief": False, "batch_size": 3}
+    res = train(Workspace(train_ws), recipe("saehd"), "all",
+                TrainOptions(target_iter=6, model_options=changed, preview=False))  # fmt: skip
+    state = (res.folder / "state.json").read_text()
+    assert '"batch": 3' in state and '"optimizer": "rmsprop"' in (res.folder / "config.json").read_text()
+    proc = run_cli("train", "--model", "saehd", "--name", "all", "--opt", "d_dims=32", "-w", train_ws)
+    assert_clean_error(proc, 2, "d_dims cannot change after the model is created")
+
+
+def test_option_prompts_on_a_terminal(train_ws: Path):
+    master, slave = pty.openpty()
+    cmd = [sys.executable, "-m", "facelab", "train", "--model", "saehd", "--name", "asked",
+           "--target-iter", "1", "--no-preview", "-w", str(train_ws)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    answers = {b"] resolution (": [b"50", b"64"], b"] face_type (": [b"?", b""], b"] ae_dims (": [b"32"],
+               b"] e_dims (": [b"16"], b"] d_dims (": [b"16"], b"] d_mask_dims (": [b"16"],
+               b"] batch_size (": [b"2"]}  # fmt: skip
+    seen, asked = b"", {}
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if not select.select([master], [], [], 0.3)[0]:
+            continue
+        try:
+            seen += os.read(master, 4096)
+        except OSError:
+            break
+        if not seen.endswith(b": "):
+            continue
+        last = seen[seen.rfind(b"\n[") + 1 :] if b"\n[" in seen else seen
+        key = next((k for k in answers if k in last), None)
+        reply = b""
+        if key is not None and asked.get(key, 0) < len(answers[key]):
+            reply = answers[key][asked.get(key, 0)]
+            asked[key] = asked.get(key, 0) + 1
+        os.write(master, reply + b"\n")
+        seen += b"\n"
+    proc.wait(timeout=120)
+    text = seen.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "[128] resolution (64 to 640, ? for help): " in text
+    assert "resolution must be from 64 to 640, not '50'" in text  # out of range: asked again
+    assert "how much of the head" in text  # ? shows the help
+    assert "[y] random_dst_flip (yes or no" in text
+    config = (train_ws / "model" / "asked_SAEHD" / "config.json").read_text()
+    assert (
+        '"resolution": 64' in config and '"face_type": "full_face"' in config and '"batch_size": 2' in config
+    )
