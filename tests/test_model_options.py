@@ -177,3 +177,49 @@ def test_option_prompts_on_a_terminal(train_ws: Path):
     assert (
         '"resolution": 64' in config and '"face_type": "full_face"' in config and '"batch_size": 2' in config
     )
+
+
+def test_ct_mode_moves_src_colours_toward_dst():
+    from facelab.train.colour import colour_transfer
+
+    g = torch.Generator().manual_seed(0)
+    src = (torch.rand(3, 3, 32, 32, generator=g) * 100).byte()  # dark
+    dst = (155 + torch.rand(3, 3, 32, 32, generator=g) * 100).byte()  # bright
+    masks = torch.full((3, 2, 32, 32), 255, dtype=torch.uint8)
+    for mode in ("rct", "lct", "mkl", "idt", "sot"):
+        out = colour_transfer(src, dst, masks, mode)
+        assert out.dtype == torch.uint8 and out.shape == src.shape
+        gap_before = abs(float(src.float().mean() - dst.float().mean()))
+        assert abs(float(out.float().mean() - dst.float().mean())) < 0.3 * gap_before, mode
+
+
+def test_hsv_jitter_and_uniform_yaw():
+    from facelab.train.augment import YawSampler
+    from facelab.train.colour import hsv_jitter
+
+    batch = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
+    out = hsv_jitter(batch, 0.3, generator(3))
+    assert out.shape == batch.shape and not torch.allclose(out, batch, atol=0.02)
+    yaws = [0.0] * 90 + [1.0] * 10  # mostly frontal faces, a few turned
+    picks = YawSampler(yaws, seed=0, side="src").indices(0, 1000)
+    turned = float((picks >= 90).float().mean())
+    assert 0.4 < turned < 0.6  # two occupied bins: each drawn about half the time
+
+
+def test_blur_out_mask_changes_the_target_outside_the_face():
+    g = torch.Generator().manual_seed(0)
+    target, pred = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+    masks = torch.zeros(2, 2, 64, 64)
+    masks[:, 0, 16:48, 16:48] = 1
+    a = saehd_face_loss(pred, masks[:, :1], target, masks, False, False, blur_out_mask=False)
+    b = saehd_face_loss(pred, masks[:, :1], target, masks, False, False, blur_out_mask=True)
+    assert not torch.allclose(a, b)
+
+
+def test_saehd_trains_with_colour_and_sampling_options(train_ws: Path):
+    opts = _options(
+        ct_mode="rct", random_hsv_power=0.1, uniform_yaw=True, blur_out_mask=True, masked_training=False
+    )
+    res = train(Workspace(train_ws), recipe("saehd"), "colour",
+                TrainOptions(target_iter=3, model_options=opts, preview=False, seed=2))  # fmt: skip
+    assert res.iteration == 3 and all(v == v for v in res.last_losses)  # finite

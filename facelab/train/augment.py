@@ -49,6 +49,28 @@ class EpochSampler:
         return torch.tensor(out, dtype=torch.long)
 
 
+class YawSampler:
+    """SAEHD's uniform_yaw: a random one of 128 head-turn bins in [-1.2, 1.2], then a random face in it,
+    so rare side views come up as often as frontal ones. Drawn by position, like EpochSampler."""
+
+    BINS = 128
+
+    def __init__(self, yaws: list[float], seed: int, side: str):
+        edges = torch.linspace(-1.2, 1.2, self.BINS + 1)
+        which = torch.bucketize(torch.tensor(yaws, dtype=torch.float32).clamp(-1.2, 1.2), edges[1:-1])
+        self.bins = [torch.nonzero(which == b).flatten() for b in range(self.BINS)]
+        self.bins = [b for b in self.bins if len(b)]
+        self.seed, self.side = seed, side
+
+    def indices(self, start: int, count: int) -> torch.Tensor:
+        out = []
+        for p in range(start, start + count):
+            g = generator(self.seed, self.side, "yaw", p)
+            members = self.bins[int(torch.randint(len(self.bins), (1,), generator=g))]
+            out.append(int(members[int(torch.randint(len(members), (1,), generator=g))]))
+        return torch.tensor(out, dtype=torch.long)
+
+
 @dataclass(frozen=True)
 class AugmentSpec:
     random_warp: bool = True

@@ -18,7 +18,7 @@ import torch
 
 from facelab import progress
 from facelab.errors import FacelabError
-from facelab.faces.align import FACE_TYPES
+from facelab.faces.align import FACE_TYPES, averaged_yaw, transform_points, unit_face_mat
 from facelab.faces.faceset import AlignedFace, load_faceset
 from facelab.procs import clean_pool
 from facelab.train.crops import load_face as _load_one
@@ -34,13 +34,14 @@ class FaceSamples:
     masks: torch.Tensor
     names: list[str]
     skipped: int  # images without usable metadata
+    yaws: list[float]  # head turn per face, for uniform_yaw sampling
 
     def __len__(self) -> int:
         return len(self.names)
 
     def to(self, device: torch.device) -> FaceSamples:
         return FaceSamples(
-            self.folder, self.images.to(device), self.masks.to(device), self.names, self.skipped
+            self.folder, self.images.to(device), self.masks.to(device), self.names, self.skipped, self.yaws
         )
 
 
@@ -91,4 +92,5 @@ def load_samples(
         torch.from_numpy(mask_arr),
         names,
         len(fs.broken),
+        [averaged_yaw(transform_points(f.meta.landmarks, unit_face_mat(f.meta.landmarks))) for f in fs.faces],
     )

@@ -64,7 +64,7 @@ def masked_face_loss(
 
 def saehd_face_loss(
     pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
-    masked: bool, eyes_mouth_prio: bool,
+    masked: bool, eyes_mouth_prio: bool, blur_out_mask: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """Per-sample SAEHD loss: DSSIM (one window below 256 px, two from 256 up) + 10*MSE on the face
     (mask-weighted when `masked`), 300*MAE on eyes and mouth when prioritised, 10*MSE of the mask.
@@ -76,6 +76,11 @@ def saehd_face_loss(
     face_mask = masks[:, :1].float()
     soft = gaussian_blur(face_mask, max(1, res // 32)).clamp(0, 0.5) * 2
     t, p = target.float(), pred.float()
+    if blur_out_mask:  # outside the face, learn only a blur of the surroundings
+        hard = (face_mask > 0.5).float()
+        sigma = max(1.0, res / 128)
+        around = gaussian_blur(t * hard, sigma) / gaussian_blur(hard, sigma).clamp_min(1e-4)
+        t = t * hard + around * (1 - hard)
     if masked:
         t, p = t * soft, p * soft
     if res < 256:
@@ -86,5 +91,5 @@ def saehd_face_loss(
     if eyes_mouth_prio:
         em = gaussian_blur(masks[:, 1:].float(), max(1, res // 32)) * (face_mask > 0.5)
         em = em / em.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-        loss = loss + 300 * (em * (target.float() - pred.float()).abs()).mean(dim=(1, 2, 3))
+        loss = loss + 300 * (em * (t - p).abs()).mean(dim=(1, 2, 3))
     return loss + 10 * mse(soft, pred_mask)

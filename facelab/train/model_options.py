@@ -20,6 +20,7 @@ from facelab.faces.align import canonical_face_type
 from facelab.fsutil import write_json_atomic
 from facelab.models.archi import parse_archi
 from facelab.options import Option
+from facelab.train.colour import CT_MODES
 
 
 def _archi(value: str) -> str:
@@ -53,6 +54,10 @@ SAEHD = [
     Option("lr_dropout", bool, False, "learning-rate dropout + 500-iteration cosine lr cycle (for the end)"),
     Option("random_warp", bool, True, "warp the inputs (turn off near the end for detail)"),
     Option("clipgrad", bool, False, "clip the gradient norm at 1 (against collapse)"),
+    Option("uniform_yaw", bool, False, "draw faces evenly over head turn (helps side faces)"),
+    Option("blur_out_mask", bool, False, "blur the target outside the face mask (needs good masks)"),
+    Option("random_hsv_power", float, 0.0, "random hue/saturation/value shifts of src", range=(0.0, 0.3)),
+    Option("ct_mode", str, "none", "colour-transfer src faces toward dst faces", choices=CT_MODES),
 ]  # fmt: skip
 
 OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD}

@@ -26,6 +26,10 @@ class Recipe:
     masked_training: bool = True
     eyes_mouth_prio: bool = False
     clipgrad: bool = False
+    uniform_yaw: bool = False
+    blur_out_mask: bool = False
+    hsv_power: float = 0.0
+    ct_mode: str = "none"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -85,4 +89,8 @@ def with_options(base: Recipe, options: dict) -> Recipe:
         masked_training=o["masked_training"],
         eyes_mouth_prio=o["eyes_mouth_prio"],
         clipgrad=o["clipgrad"],
+        uniform_yaw=o["uniform_yaw"],
+        blur_out_mask=o["blur_out_mask"],
+        hsv_power=o["random_hsv_power"],
+        ct_mode=o["ct_mode"],
     )

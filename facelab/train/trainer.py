@@ -32,8 +32,9 @@ from facelab.info import has_amx
 from facelab.models import create_model
 from facelab.models.registry import model_options as arch_options
 from facelab.train import keys, model_options, preview
-from facelab.train.augment import EpochSampler, augment, generator
+from facelab.train.augment import EpochSampler, YawSampler, augment, generator
 from facelab.train.checkpoint import CONFIG, PREVIEW, CheckpointError, ModelFolder
+from facelab.train.colour import colour_transfer, hsv_jitter
 from facelab.train.data import FaceSamples, load_samples
 from facelab.train.history import LossHistory
 from facelab.train.losses import masked_face_loss, saehd_face_loss
@@ -135,7 +136,10 @@ class Session:
             self.batch = self.recipe.batch  # the batch_size option, possibly changed on resume
         if opts.batch is not None:
             self.batch = opts.batch
-        self.samplers = {s: EpochSampler(len(self.data[s]), self.seed, s) for s in SIDES}
+        if self.recipe.uniform_yaw:
+            self.samplers = {s: YawSampler(self.data[s].yaws, self.seed, s) for s in SIDES}
+        else:
+            self.samplers = {s: EpochSampler(len(self.data[s]), self.seed, s) for s in SIDES}
         self._pick_preview_faces()
 
     def _resolve_options(self, base: Recipe) -> dict:
@@ -287,7 +291,17 @@ class Session:
         data: FaceSamples = self.data[side]
         idx = self.samplers[side].indices(start, size).to(self.device)
         g = generator(self.seed, side, "augment", batch_no)
-        return augment(data.images[idx], data.masks[idx], self.recipe.augment_for(side), g, warp)
+        images, masks = data.images[idx], data.masks[idx]
+        r = self.recipe
+        if side == "src" and r.ct_mode != "none":  # recolour toward random dst faces
+            pick = torch.randint(
+                len(self.data["dst"]), (size,), generator=generator(self.seed, "ct", batch_no)
+            )
+            images = colour_transfer(images, self.data["dst"].images[pick.to(self.device)], masks, r.ct_mode)
+        warped, target, mask = augment(images, masks, r.augment_for(side), g, warp)
+        if side == "src" and r.hsv_power:
+            warped = hsv_jitter(warped, r.hsv_power, generator(self.seed, "hsv", batch_no))
+        return warped, target, mask
 
     def next_batches(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Fresh warped batches, or (every n-th iteration) the last batch again without the warp."""
@@ -305,7 +319,8 @@ class Session:
     def loss(self, pred, pred_mask, target, masks) -> torch.Tensor:
         r = self.recipe
         if r.loss == "saehd":
-            return saehd_face_loss(pred, pred_mask, target, masks, r.masked_training, r.eyes_mouth_prio)
+            return saehd_face_loss(pred, pred_mask, target, masks, r.masked_training, r.eyes_mouth_prio,
+                                   r.blur_out_mask)  # fmt: skip
         return masked_face_loss(pred, pred_mask, target, masks)
 
     def learning_rate(self) -> float:
