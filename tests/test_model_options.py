@@ -223,3 +223,39 @@ def test_saehd_trains_with_colour_and_sampling_options(train_ws: Path):
     res = train(Workspace(train_ws), recipe("saehd"), "colour",
                 TrainOptions(target_iter=3, model_options=opts, preview=False, seed=2))  # fmt: skip
     assert res.iteration == 3 and all(v == v for v in res.last_losses)  # finite
+
+
+def test_gan_and_true_face_train_their_discriminators(train_ws: Path):
+    from safetensors.torch import load_file
+
+    from facelab.merge.pipeline import MergeModel
+    from facelab.train.checkpoint import ModelFolder
+
+    opts = _options(
+        archi="df-ud", gan_power=0.1, true_face_power=0.2, face_style_power=5.0, bg_style_power=5.0
+    )
+    ws = Workspace(train_ws)
+    res = train(
+        ws, recipe("saehd"), "adv", TrainOptions(target_iter=1, model_options=opts, preview=False, seed=3)
+    )
+    first = load_file(str(res.folder / "model.safetensors"))
+    assert any(k.startswith("gan.") for k in first) and any(k.startswith("code_d.") for k in first)
+    res = train(ws, recipe("saehd"), "adv", TrainOptions(target_iter=3, preview=False))
+    later = load_file(str(res.folder / "model.safetensors"))
+    for prefix in ("gan.", "code_d."):
+        keys = [k for k in first if k.startswith(prefix)]
+        assert any(not torch.equal(first[k], later[k]) for k in keys), prefix  # the discriminator trained
+    assert any(k.startswith("gan.") for k in load_file(str(res.folder / "optimizer.safetensors")))
+    MergeModel(ModelFolder(res.folder))  # the merger loads the model without its discriminators
+    with pytest.raises(UsageError, match="true_face_power works with df"):
+        mo.for_new_model(
+            "saehd", "SAEHD", train_ws / "model", TINY | {"archi": "liae-ud", "true_face_power": 0.5}
+        )
+
+
+def test_style_loss():
+    from facelab.train.extras import style_loss
+
+    a = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(style_loss(a, a, 2, 100.0), torch.zeros(2))
+    assert (style_loss(a, a * 0.5, 2, 100.0) > 0.1).all()

@@ -31,6 +31,7 @@ from facelab.merge.session import JOURNAL, SESSION, Session, read_journal, setti
 from facelab.models import create_model
 from facelab.procs import clean_pool
 from facelab.train.checkpoint import ModelFolder, model_folders
+from facelab.train.extras import model_weights
 from facelab.train.trainer import pick_device, pick_precision
 from facelab.workspace import Workspace, numbered_images
 
@@ -57,7 +58,7 @@ class MergeModel:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device)
         self.model = create_model(ckpt.config["architecture"]["name"], **arch)
-        self.model.load_state_dict(ckpt.weights)
+        self.model.load_state_dict(model_weights(ckpt.weights))  # without discriminators
         self.model.to(self.device).eval()
         self.id = f"{self.name}@{ckpt.state.get('iteration')}"
 

@@ -149,13 +149,19 @@ class Autoencoder(nn.Module):
             return self.decoder(code)
         return (self.decoder_src if which == "src" else self.decoder_dst)(code)
 
-    def forward(self, src: torch.Tensor, dst: torch.Tensor, swap: bool = True) -> dict[str, torch.Tensor]:
-        """Reconstructions of both sides and (unless `swap=False`, as in training) the src-from-dst
-        swap, each with its mask."""
+    def forward(
+        self, src: torch.Tensor, dst: torch.Tensor, swap: bool = True, with_codes: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """Reconstructions of both sides and (unless `swap=False`, as in plain training) the
+        src-from-dst swap, each with its mask; `with_codes` adds the src and dst codes.
+        The swap's code is detached: losses on the swap train the decoder, not the encoder."""
         codes = self._codes(src, dst)
         out = {}
         for name, which in (("src", "src"), ("dst", "dst"), ("swap", "src"))[: 3 if swap else 2]:
-            out[name], out[f"{name}_mask"] = self._decode(which, codes[name])
+            code = codes[name].detach() if name == "swap" and torch.is_grad_enabled() else codes[name]
+            out[name], out[f"{name}_mask"] = self._decode(which, code)
+        if with_codes:
+            out["src_code"], out["dst_code"] = codes["src"], codes["dst"]
         return out
 
     @torch.no_grad()

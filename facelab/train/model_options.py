@@ -58,6 +58,12 @@ SAEHD = [
     Option("blur_out_mask", bool, False, "blur the target outside the face mask (needs good masks)"),
     Option("random_hsv_power", float, 0.0, "random hue/saturation/value shifts of src", range=(0.0, 0.3)),
     Option("ct_mode", str, "none", "colour-transfer src faces toward dst faces", choices=CT_MODES),
+    Option("gan_power", float, 0.0, "GAN weight: sharper detail once the model is trained", range=(0.0, 5.0)),
+    Option("gan_patch_size", int, 0, "GAN patch in pixels (0 = resolution/8)", range=(0, 640)),
+    Option("gan_dims", int, 16, "GAN discriminator width", range=(4, 512)),
+    Option("true_face_power", float, 0.0, "make the swap look more like src (DF only)", range=(0.0, 1.0)),
+    Option("face_style_power", float, 0.0, "pull the swapped face's colours toward dst", range=(0.0, 100.0)),
+    Option("bg_style_power", float, 0.0, "pull the area around the swap toward dst", range=(0.0, 100.0)),
 ]  # fmt: skip
 
 OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD}
@@ -88,8 +94,10 @@ def parse_pairs(model: str, pairs: list[str]) -> dict:
 
 
 def check_arch(model: str, options: dict) -> None:
-    """Combination checks a single spec cannot make (resolution vs -d)."""
+    """Combination checks a single spec cannot make (resolution vs -d, true face on LIAE)."""
     if model == "saehd":
+        if options["true_face_power"] and parse_archi(options["archi"])[0] != "df":
+            raise UsageError("true_face_power works with df architectures only: set it to 0 for liae")
         step = 32 if "d" in parse_archi(options["archi"])[1] else 16
         if options["resolution"] % step:
             raise UsageError(
@@ -155,6 +163,7 @@ def for_resumed_model(model: str, saved: dict, given: dict, override: bool) -> d
         for name, opt in known.items():
             if opt.changeable and name not in given:
                 options[name] = _ask(opt, options[name])
+    check_arch(model, options)
     return options
 
 

@@ -30,6 +30,12 @@ class Recipe:
     blur_out_mask: bool = False
     hsv_power: float = 0.0
     ct_mode: str = "none"
+    gan_power: float = 0.0
+    gan_patch_size: int = 0  # 0 = resolution / 8
+    gan_dims: int = 16
+    true_face_power: float = 0.0
+    face_style_power: float = 0.0
+    bg_style_power: float = 0.0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -93,4 +99,10 @@ def with_options(base: Recipe, options: dict) -> Recipe:
         blur_out_mask=o["blur_out_mask"],
         hsv_power=o["random_hsv_power"],
         ct_mode=o["ct_mode"],
+        gan_power=o["gan_power"],
+        gan_patch_size=o["gan_patch_size"],
+        gan_dims=o["gan_dims"],
+        true_face_power=o["true_face_power"],
+        face_style_power=o["face_style_power"],
+        bg_style_power=o["bg_style_power"],
     )

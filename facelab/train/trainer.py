@@ -36,6 +36,7 @@ from facelab.train.augment import EpochSampler, YawSampler, augment, generator
 from facelab.train.checkpoint import CONFIG, PREVIEW, CheckpointError, ModelFolder
 from facelab.train.colour import colour_transfer, hsv_jitter
 from facelab.train.data import FaceSamples, load_samples
+from facelab.train.extras import Extras, model_optimizer, model_weights
 from facelab.train.history import LossHistory
 from facelab.train.losses import masked_face_loss, saehd_face_loss
 from facelab.train.optim import OPTIMIZERS
@@ -181,6 +182,7 @@ class Session:
         optimizer = OPTIMIZERS[self.recipe.optimizer]
         params = list(self.model.named_parameters())
         self.opt = optimizer(params, lr=self.recipe.lr, lr_dropout=self.recipe.lr_dropout, seed=self.seed)
+        self.extras = Extras(self.recipe, self.model, self.seed, self.device)
 
     def _create(self) -> None:
         self.seed = self.opts.seed if self.opts.seed is not None else secrets.randbits(62)
@@ -194,8 +196,9 @@ class Session:
             reused = self.opts.from_model
         self._build(arch)
         if reused:
-            self.model.load_state_dict(ckpt.weights)
-            self.opt.load_state_tensors(ckpt.optimizer)
+            self.model.load_state_dict(model_weights(ckpt.weights))
+            self.opt.load_state_tensors(model_optimizer(ckpt.optimizer))
+            self.extras.load(ckpt.weights, ckpt.optimizer)
         self.config = {
             "model": self.recipe.model,
             "class": self.recipe.class_name,
@@ -226,13 +229,13 @@ class Session:
         self.seed = int(state["seed"])
         self._build({k: v for k, v in self.config["architecture"].items() if k != "name"})
         try:
-            self.model.load_state_dict(ckpt.weights)
+            self.model.load_state_dict(model_weights(ckpt.weights))
         except RuntimeError as exc:
             raise CheckpointError(f"{self.folder} does not match its config.json ({exc})") from None
         saved_optimizer = self.config.get("training", {}).get("optimizer", "rmsprop")
         if saved_optimizer == self.recipe.optimizer:
             try:
-                self.opt.load_state_tensors(ckpt.optimizer)
+                self.opt.load_state_tensors(model_optimizer(ckpt.optimizer))
             except ValueError as exc:
                 raise CheckpointError(
                     f"{self.folder}: optimizer.safetensors does not match ({exc})"
@@ -241,6 +244,8 @@ class Session:
             progress.say(
                 f"optimiser changed from {saved_optimizer} to {self.recipe.optimizer}: its state starts fresh"
             )
+        for name in self.extras.load(ckpt.weights, ckpt.optimizer):
+            progress.say(f"the {name} discriminator is new or changed: it starts fresh")
         self.config |= {"options": self.options, "training": self.recipe.to_json()}
         self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed_s"])
         self.batch = int(state["batch"])
@@ -338,15 +343,23 @@ class Session:
             warped_src = warped_src.contiguous(memory_format=torch.channels_last)
             warped_dst = warped_dst.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            out = self.model(warped_src, warped_dst, swap=False)
+            out = self.model(
+                warped_src, warped_dst, swap=self.extras.needs_swap, with_codes=self.extras.needs_codes
+            )
         # Losses in float32, outside autocast.
         src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
         dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
-        (src_loss + dst_loss).backward()
+        total = src_loss + dst_loss
+        if self.extras.nets or self.extras.needs_swap:
+            total = total + self.extras.generator_terms(out, batches)
+        total.backward()
         src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
         if self.recipe.clipgrad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step(self.iteration, self.learning_rate())
+        lr = self.learning_rate()
+        self.opt.step(self.iteration, lr)
+        if self.extras.nets:
+            self.extras.discriminator_step(out, batches, self.iteration, lr)
         self.opt.zero_grad()
         self.iteration += 1
         losses = [src_loss.item(), dst_loss.item()]
@@ -402,7 +415,9 @@ class Session:
         return "\n".join(lines) + "\n"
 
     def save(self) -> None:
-        self.folder.save(self.config, self.model.state_dict(), self.opt.state_tensors(), self.state(),
+        weights = self.model.state_dict() | self.extras.weights()
+        optimizer = self.opt.state_tensors() | self.extras.optimizer_state()
+        self.folder.save(self.config, weights, optimizer, self.state(),
                          self.summary())  # fmt: skip
         self.write_preview()
 

@@ -1,0 +1,141 @@
+"""SAEHD's optional loss terms: GAN (UNet patch discriminator on src), true face (code
+discriminator, DF only), face style and background style. Each is off at power 0 and costs
+nothing then. Discriminator weights and optimiser states are saved beside the model's under
+the prefixes below, and a discriminator whose settings changed starts fresh.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from facelab.models.discriminators import CodeDiscriminator, UNetPatchDiscriminator
+from facelab.train.losses import dssim, gaussian_blur, mse
+from facelab.train.optim import OPTIMIZERS
+
+GAN, CODE = "gan.", "code_d."
+AUX_PREFIXES = (GAN, CODE)
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def style_loss(a: torch.Tensor, b: torch.Tensor, radius: int, weight: float) -> torch.Tensor:
+    """Per-sample distance of the channels' means and standard deviations after a blur."""
+    a, b = gaussian_blur(a, radius), gaussian_blur(b, radius)
+    ma, mb = a.mean(dim=(2, 3)), b.mean(dim=(2, 3))
+    sa, sb = (a.var(dim=(2, 3)) + 1e-5).sqrt(), (b.var(dim=(2, 3)) + 1e-5).sqrt()
+    return ((ma - mb).pow(2).sum(1) + (sa - sb).pow(2).sum(1)) * (weight / a.shape[1])
+
+
+class Extras:
+    def __init__(self, recipe, model, seed: int, device: torch.device):
+        self.r = recipe
+        self.res = model.config["resolution"]
+        self.nets: dict[str, torch.nn.Module] = {}
+        self.opts = {}
+        if recipe.gan_power:
+            patch = recipe.gan_patch_size or self.res // 8
+            self.nets[GAN] = UNetPatchDiscriminator(patch, 3, recipe.gan_dims).to(device)
+        if recipe.true_face_power and model.kind == "df":
+            with torch.no_grad():
+                probe = model.inter(model.encoder(torch.zeros(1, 3, self.res, self.res, device=device)))
+            self.nets[CODE] = CodeDiscriminator(probe.shape[1], probe.shape[2]).to(device)
+        for prefix, net in self.nets.items():
+            opt = OPTIMIZERS[recipe.optimizer]
+            self.opts[prefix] = opt(list(net.named_parameters()), lr=recipe.lr, seed=seed)
+
+    @property
+    def needs_swap(self) -> bool:
+        return bool(self.r.face_style_power or self.r.bg_style_power)
+
+    @property
+    def needs_codes(self) -> bool:
+        return CODE in self.nets
+
+    def generator_terms(self, out: dict, batches: dict) -> torch.Tensor:
+        """Extra generator loss (a scalar) for this step."""
+        r = self.r
+        _, target_src, mask_src = batches["src"]
+        _, target_dst, mask_dst = batches["dst"]
+        total = torch.zeros((), device=target_src.device)
+        soft_src = self.soft(mask_src)
+        soft_dst = self.soft(mask_dst)
+        if r.face_style_power:
+            swap = out["swap"].float() * soft_dst
+            weight = 10000 * r.face_style_power / 100
+            total = total + style_loss(swap, target_dst * soft_dst, max(1, self.res // 8), weight).mean()
+        if r.bg_style_power:
+            p, anti = r.bg_style_power / 100, 1 - soft_dst
+            a, b = out["swap"].float() * anti, target_dst * anti
+            total = total + (10 * p * dssim(a, b, int(self.res / 11.6)) + 10 * p * mse(a, b)).mean()
+        if GAN in self.nets:
+            fake = out["src"].float() * soft_src if r.masked_training else out["src"].float()
+            center, pixel = self.nets[GAN](fake)
+            total = total + r.gan_power * (_bce(center, 1.0) + _bce(pixel, 1.0))
+            if r.masked_training:  # keep the GAN from painting speckles outside the face
+                pred = out["src"].float()
+                tv = (pred[..., 1:, :] - pred[..., :-1, :]).pow(2).mean() + (
+                    pred[..., 1:] - pred[..., :-1]
+                ).pow(2).mean()
+                total = (
+                    total + 1e-6 * tv + 0.02 * mse(pred * (1 - soft_src), target_src * (1 - soft_src)).mean()
+                )
+        if CODE in self.nets:
+            total = total + r.true_face_power * _bce(self.nets[CODE](out["src_code"].float()), 1.0)
+        return total
+
+    def discriminator_step(self, out: dict, batches: dict, step: int, lr: float) -> None:
+        for opt in self.opts.values():  # drop what the generator's loss left in the discriminators
+            opt.zero_grad()
+        _, target_src, mask_src = batches["src"]
+        if GAN in self.nets:
+            soft = self.soft(mask_src) if self.r.masked_training else 1.0
+            real, fake = target_src * soft, out["src"].detach().float() * soft
+            (real_c, real_p), (fake_c, fake_p) = self.nets[GAN](real), self.nets[GAN](fake)
+            loss = (_bce(real_c, 1.0) + _bce(real_p, 1.0) + _bce(fake_c, 0.0) + _bce(fake_p, 0.0)) / 4
+            loss.backward()
+            self.opts[GAN].step(step, lr)
+            self.opts[GAN].zero_grad()
+        if CODE in self.nets:
+            d = self.nets[CODE]
+            loss = _bce(d(out["dst_code"].detach().float()), 1.0) + _bce(
+                d(out["src_code"].detach().float()), 0.0
+            )
+            loss.backward()
+            self.opts[CODE].step(step, lr)
+            self.opts[CODE].zero_grad()
+
+    def soft(self, masks: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(masks[:, :1].float(), max(1, self.res // 32)).clamp(0, 0.5) * 2
+
+    # ------------------------------------------------------------------ saving
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {f"{p}{k}": v for p, net in self.nets.items() for k, v in net.state_dict().items()}
+
+    def optimizer_state(self) -> dict[str, torch.Tensor]:
+        return {f"{p}{k}": v for p, opt in self.opts.items() for k, v in opt.state_tensors().items()}
+
+    def load(self, weights: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor]) -> list[str]:
+        """Restore what matches; returns the discriminators that start fresh."""
+        fresh = []
+        for prefix, net in self.nets.items():
+            w = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            o = {k[len(prefix) :]: v for k, v in optimizer.items() if k.startswith(prefix)}
+            try:
+                net.load_state_dict(w)
+                self.opts[prefix].load_state_tensors(o)
+            except (RuntimeError, ValueError):
+                fresh.append(prefix.rstrip("."))
+        return fresh
+
+
+def model_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The autoencoder's own weights from a saved weights file (without discriminators)."""
+    return {k: v for k, v in weights.items() if not k.startswith(AUX_PREFIXES)}
+
+
+def model_optimizer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(AUX_PREFIXES)}
