@@ -259,3 +259,29 @@ def test_style_loss():
     a = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(style_loss(a, a, 2, 100.0), torch.zeros(2))
     assert (style_loss(a, a * 0.5, 2, 100.0) > 0.1).all()
+
+
+def test_pretrain_ignores_dst_and_ending_it_restarts(train_ws: Path, tmp_path: Path):
+    import shutil
+
+    ws = Workspace(train_ws)
+    shutil.rmtree(train_ws / "data_dst" / "aligned")  # pretraining must not need (or read) the dst set
+    pretrain_faces = train_ws / "data_src" / "aligned"
+    opts = TrainOptions(target_iter=3, model_options=_options(pretrain=True), preview=False, seed=4,
+                        pretrain_faces=pretrain_faces)  # fmt: skip
+    res = train(ws, recipe("saehd"), "pre", opts)
+    assert res.iteration == 3
+    state = (res.folder / "state.json").read_text()
+    assert '"dst": ' in state
+    from facelab.train.checkpoint import ModelFolder
+
+    before = ModelFolder(res.folder).load().weights
+    with pytest.raises(Exception, match="pretrain needs --pretrain-faces"):
+        train(ws, recipe("saehd"), "pre", TrainOptions(target_iter=4, preview=False))
+    shutil.copytree(pretrain_faces, train_ws / "data_dst" / "aligned")
+    res = train(ws, recipe("saehd"), "pre", TrainOptions(target_iter=2, model_options={"pretrain": False},
+                                                         preview=False))  # fmt: skip
+    assert res.iteration == 2  # counted again from 0
+    after = ModelFolder(res.folder).load().weights
+    changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    assert {"inter_AB", "inter_B"} <= changed

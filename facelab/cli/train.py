@@ -59,6 +59,7 @@ def register_train(sub, common) -> None:
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option (SAEHD), repeatable; `--opt help` lists them")  # fmt: skip
     p.add_argument("--config", type=Path, help="YAML or JSON file of model options")
+    p.add_argument("--pretrain-faces", type=Path, metavar="DIR", help="aligned faces for the pretrain option")
     p.add_argument("--override", action="store_true",
                    help="change a resumed model's changeable options (asks on a terminal)")  # fmt: skip
     p.set_defaults(handler=cmd_train)
@@ -120,6 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from_model=args.from_model,
         model_options=given,
         override=args.override,
+        pretrain_faces=args.pretrain_faces,
     )
     try:
         result = train(ws, recipe, name, opts)

@@ -64,6 +64,7 @@ SAEHD = [
     Option("true_face_power", float, 0.0, "make the swap look more like src (DF only)", range=(0.0, 1.0)),
     Option("face_style_power", float, 0.0, "pull the swapped face's colours toward dst", range=(0.0, 100.0)),
     Option("bg_style_power", float, 0.0, "pull the area around the swap toward dst", range=(0.0, 100.0)),
+    Option("pretrain", bool, False, "train on --pretrain-faces (both sides); off again restarts at 0"),
 ]  # fmt: skip
 
 OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD}

@@ -36,6 +36,7 @@ class Recipe:
     true_face_power: float = 0.0
     face_style_power: float = 0.0
     bg_style_power: float = 0.0
+    pretrain: bool = False
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -82,7 +83,7 @@ def with_options(base: Recipe, options: dict) -> Recipe:
     if not options:
         return base
     o = options
-    return replace(
+    r = replace(
         base,
         face_type=canonical_face_type(o["face_type"]),
         batch=o["batch_size"],
@@ -105,4 +106,10 @@ def with_options(base: Recipe, options: dict) -> Recipe:
         true_face_power=o["true_face_power"],
         face_style_power=o["face_style_power"],
         bg_style_power=o["bg_style_power"],
+        pretrain=o["pretrain"],
     )
+    if o["pretrain"]:  # the reference's pretraining: plain reconstruction of many faces
+        r = replace(r, augment=replace(r.augment, random_warp=False), flip_src=True, flip_dst=True,
+                    gan_power=0.0, lr_dropout=1.0, lr_cycle=0, hsv_power=0.0, face_style_power=0.0,
+                    bg_style_power=0.0, true_face_power=0.0, uniform_yaw=True)  # fmt: skip
+    return r

@@ -30,6 +30,7 @@ from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
 from facelab.info import has_amx
 from facelab.models import create_model
+from facelab.models.blocks import glorot_
 from facelab.models.registry import model_options as arch_options
 from facelab.train import keys, model_options, preview
 from facelab.train.augment import EpochSampler, YawSampler, augment, generator
@@ -63,6 +64,7 @@ class TrainOptions:
     status_every_s: float = 30.0  # without a terminal: one status line this often
     model_options: dict = field(default_factory=dict)  # --opt / --config values (SAEHD)
     override: bool = False  # let a resumed model's changeable options change (prompts on a terminal)
+    pretrain_faces: Path | None = None  # aligned faces for pretrain (both sides)
 
 
 @dataclass
@@ -125,10 +127,20 @@ class Session:
         # Faces first: bad data should fail before minutes of model building.
         arch, face_type = self._planned()
         label = f"{recipe.class_name} ({face_type}, {arch['resolution']} px)"
-        self.data = {
-            s: load_samples(ws.aligned_dir(s), arch["resolution"], face_type, label).to(self.device)
-            for s in SIDES
-        }
+        if self.recipe.pretrain:
+            if not (opts.pretrain_faces and Path(opts.pretrain_faces).is_dir()):
+                raise FacelabError(
+                    "pretrain needs --pretrain-faces DIR: a folder of aligned faces of many people"
+                )
+            shared = load_samples(Path(opts.pretrain_faces), arch["resolution"], face_type, label).to(
+                self.device
+            )
+            self.data = {s: shared for s in SIDES}  # the dst set is not used
+        else:
+            self.data = {
+                s: load_samples(ws.aligned_dir(s), arch["resolution"], face_type, label).to(self.device)
+                for s in SIDES
+            }
         if folder.exists():
             self._resume()
         else:
@@ -244,6 +256,7 @@ class Session:
             progress.say(
                 f"optimiser changed from {saved_optimizer} to {self.recipe.optimizer}: its state starts fresh"
             )
+        was_pretraining = bool(self.config.get("options", {}).get("pretrain"))
         for name in self.extras.load(ckpt.weights, ckpt.optimizer):
             progress.say(f"the {name} discriminator is new or changed: it starts fresh")
         self.config |= {"options": self.options, "training": self.recipe.to_json()}
@@ -254,6 +267,19 @@ class Session:
         self.history = LossHistory.from_json(state["history"])
         self.preview_faces = state.get("preview_faces", {})
         self.reused_from = state.get("reused_from")
+        if was_pretraining and not self.recipe.pretrain:
+            self._end_pretraining()
+
+    def _end_pretraining(self) -> None:
+        """As the reference: the identity-carrying inters start again, and so does the count."""
+        inters = ["inter"] if self.model.kind == "df" else ["inter_AB", "inter_B"]
+        for name in inters:
+            glorot_(getattr(self.model, name))
+        self.opt = type(self.opt)(list(self.model.named_parameters()), lr=self.recipe.lr,
+                                  lr_dropout=self.recipe.lr_dropout, seed=self.seed)  # fmt: skip
+        self.iteration, self.history = 0, LossHistory(2)
+        self.drawn, self.batches_drawn, self.last_batch = {s: 0 for s in SIDES}, 0, None
+        progress.say(f"pretraining ended: {', '.join(inters)} re-initialised, iteration reset to 0")
 
     def state(self) -> dict:
         return {
