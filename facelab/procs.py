@@ -4,6 +4,9 @@ Forking a process whose OpenMP/torch thread pools are running can deadlock the c
 first parallel call (it hung the blend workers after training in `facelab run`). Pools that
 may start after torch has worked therefore use the forkserver (or spawn) start method, and
 their worker functions live in modules that do not import torch.
+
+As with the spawn method, a script that calls facelab's Python API must keep its top-level code
+under `if __name__ == "__main__":`, because the workers import the script's module.
 """
 
 from __future__ import annotations

@@ -285,3 +285,33 @@ def test_pretrain_ignores_dst_and_ending_it_restarts(train_ws: Path, tmp_path: P
     after = ModelFolder(res.folder).load().weights
     changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
     assert {"inter_AB", "inter_B"} <= changed
+
+
+def test_amp_trains_only_encoder_and_decoder_and_morph_changes_the_merge(train_ws: Path, tmp_path: Path):
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from facelab.merge.pipeline import MergeModel
+    from facelab.train.checkpoint import ModelFolder
+
+    amp = {"resolution": 64, "face_type": "f", "ae_dims": 32, "inter_dims": 64, "e_dims": 16, "d_dims": 16,
+           "d_mask_dims": 16, "batch_size": 2}  # fmt: skip
+    ws = Workspace(train_ws)
+    res = train(
+        ws, recipe("amp"), "amp", TrainOptions(target_iter=1, model_options=amp, preview=False, seed=6)
+    )
+    first = load_file(str(res.folder / "model.safetensors"))
+    res = train(ws, recipe("amp"), "amp", TrainOptions(target_iter=3, preview=True))
+    later = load_file(str(res.folder / "model.safetensors"))
+    changed = {k.split(".")[0] for k in first if not torch.equal(first[k], later[k])}
+    assert changed == {"encoder", "encoder_dense", "decoder"}  # the inters keep their random weights
+    assert set(load_file(str(res.folder / "optimizer.safetensors"))) == {
+        f"{s}/{k}" for k in later if not k.startswith("inter_") for s in ("acc", "m")
+    }
+    model = MergeModel(ModelFolder(res.folder))
+    crops = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    full, _, _ = model.predict(crops, 1.0)
+    half, _, _ = model.predict(crops, 0.3)
+    mixed, _, _ = model.predict(crops, np.array([1.0, 0.3]))
+    assert not np.allclose(full, half)
+    assert np.allclose(mixed[0], full[0], atol=1e-5) and np.allclose(mixed[1], half[1], atol=1e-5)

@@ -12,10 +12,15 @@ from facelab.models.blocks import depth_to_space
 from facelab.models.registry import save_model
 
 TINY = {"ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16}
-CASES = [("quick96", {"resolution": 64, **TINY})] + [
-    ("saehd", {"resolution": 64, "archi": archi, **TINY})
-    for archi in ["df", "liae", "df-u", "df-d", "df-t", "liae-ud", "liae-udt", "df-udt"]
-]
+CASES = (
+    [("quick96", {"resolution": 64, **TINY})]
+    + [
+        ("saehd", {"resolution": 64, "archi": f"{kind}{flags}", **TINY})
+        for kind in ("df", "liae")
+        for flags in ("", "-u", "-d", "-t", "-ud", "-udt")
+    ]
+    + [("amp", {"resolution": 64, "inter_dims": 32, "morph_factor": 0.5, **TINY})]
+)
 
 
 def test_every_registered_model_is_covered():

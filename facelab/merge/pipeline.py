@@ -63,12 +63,25 @@ class MergeModel:
         self.id = f"{self.name}@{ckpt.state.get('iteration')}"
 
     @torch.inference_mode()
-    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self, crops: np.ndarray, morph: np.ndarray | float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces for the crops; `morph` (per crop or one value) is AMP's share of the src identity."""
+        morphs = np.broadcast_to(np.asarray(morph, np.float64), (len(crops),))
+        if self.model.kind == "amp" and len(set(morphs.tolist())) > 1:
+            parts = [self.predict(crops[morphs == m], float(m)) for m in sorted(set(morphs.tolist()))]
+            order = np.concatenate([np.nonzero(morphs == m)[0] for m in sorted(set(morphs.tolist()))])
+            joined = [np.concatenate([p[i] for p in parts]) for i in range(3)]
+            inverse = np.argsort(order)
+            return joined[0][inverse], joined[1][inverse], joined[2][inverse]
         x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).to(self.device)
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else (
             contextlib.nullcontext())  # fmt: skip
         with ctx:
-            face, mask, dst_mask = self.model.swap(x)
+            if self.model.kind == "amp":
+                face, mask, dst_mask = self.model.swap(x, float(morphs[0]))
+            else:
+                face, mask, dst_mask = self.model.swap(x)
         to_np = lambda t: t.float().cpu().numpy()  # noqa: E731
         return to_np(face).transpose(0, 2, 3, 1), to_np(mask)[:, 0], to_np(dst_mask)[:, 0]
 
@@ -225,7 +238,8 @@ def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | Non
                     batch.append(item)
                 crops = [f["dst_crop"] for item in batch for f in item[4]]
                 if crops:
-                    pred, pmask, dmask = model.predict(np.stack(crops))
+                    morphs = [item[1]["morph"] for item in batch for _ in item[4]]
+                    pred, pmask, dmask = model.predict(np.stack(crops), np.array(morphs))
                 k = 0
                 for plan, s, h, frame, cut in batch:
                     faces = []
@@ -265,7 +279,7 @@ def preview_frame(
     cut = cut_faces(frame, plan, model.res, model.face_type, s)
     faces = []
     if cut:
-        pred, pmask, dmask = model.predict(np.stack([f["dst_crop"] for f in cut]))
+        pred, pmask, dmask = model.predict(np.stack([f["dst_crop"] for f in cut]), s["morph"])
         faces = [FaceInput(f["mat"], f["dst_crop"], pred[i], pmask[i], dmask[i], f["hull"], f["motion"])
                  for i, f in enumerate(cut)]  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ OPTIONS = [
     Option("denoise", int, 0, "denoise the face (to match a clean video)", range=(0, 500)),
     Option("bicubic_degrade", int, 0, "down- and up-scale the face (to match a soft video)", range=(0, 100)),
     Option("color_degrade", int, 0, "fewer face colours (to match a compressed video)", range=(0, 100)),
+    Option("morph", float, 1.0, "AMP models: share of the src identity (0 = dst, 1 = src)", range=(0.0, 1.0)),
 ]
 BY_NAME = {o.name: o for o in OPTIONS}
 

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from facelab.fsutil import atomic_path, write_json_atomic
+from facelab.models.amp import AMPNet
 from facelab.models.archi import Autoencoder
 
 CONFIG = "config.json"
@@ -93,3 +94,12 @@ def saehd(**opts) -> nn.Module:
     """SAEHD's network: DF or LIAE with any of -u, -d, -t (training options come with the trainer)."""
     _check_saehd(**opts)
     return Autoencoder(**opts)
+
+
+@register_model("amp", {"resolution": 224, "ae_dims": 256, "inter_dims": 1024, "e_dims": 64, "d_dims": 64,
+                        "d_mask_dims": 22, "morph_factor": 0.5})  # fmt: skip
+def amp(**opts) -> nn.Module:
+    """AMP: one encoder/decoder, two fixed random inters mixed by a morph factor (live use)."""
+    if not 0.1 <= opts["morph_factor"] <= 0.5:
+        raise ValueError(f"morph_factor must be 0.1-0.5, not {opts['morph_factor']}")
+    return AMPNet(**opts)

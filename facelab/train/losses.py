@@ -64,7 +64,7 @@ def masked_face_loss(
 
 def saehd_face_loss(
     pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
-    masked: bool, eyes_mouth_prio: bool, blur_out_mask: bool = False,
+    masked: bool, eyes_mouth_prio: bool, blur_out_mask: bool = False, two_windows: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """Per-sample SAEHD loss: DSSIM (one window below 256 px, two from 256 up) + 10*MSE on the face
     (mask-weighted when `masked`), 300*MAE on eyes and mouth when prioritised, 10*MSE of the mask.
@@ -83,7 +83,7 @@ def saehd_face_loss(
         t = t * hard + around * (1 - hard)
     if masked:
         t, p = t * soft, p * soft
-    if res < 256:
+    if res < 256 and not two_windows:
         loss = 10 * dssim(t, p, filter_size=int(res / 11.6))
     else:
         loss = 5 * dssim(t, p, filter_size=int(res / 11.6)) + 5 * dssim(t, p, filter_size=int(res / 23.2))

@@ -67,8 +67,29 @@ SAEHD = [
     Option("pretrain", bool, False, "train on --pretrain-faces (both sides); off again restarts at 0"),
 ]  # fmt: skip
 
-OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD}
-ARCH_KEYS = ("resolution", "archi", "ae_dims", "e_dims", "d_dims", "d_mask_dims")
+
+def _multiple_of_32(value: int) -> int:
+    if value % 32:
+        raise ValueError(f"must be a multiple of 32, not {value}")
+    return value
+
+
+_SHARED = {o.name: o for o in SAEHD}
+AMP = [
+    Option("resolution", int, 224, "face size in pixels, a multiple of 32", range=(64, 640), changeable=False,
+           check=_multiple_of_32),
+    Option("face_type", str, "wf", "how much of the head: full, whole, head", choices=("f", "wf", "head"),
+           changeable=False),
+    _SHARED["ae_dims"],
+    Option("inter_dims", int, 1024, "width of the two inters", range=(32, 2048), changeable=False),
+    _SHARED["e_dims"], _SHARED["d_dims"], _SHARED["d_mask_dims"],
+    Option("morph_factor", float, 0.5, "share of src channels mixed in training", range=(0.1, 0.5),
+           changeable=False),
+] + [_SHARED[n] for n in ("batch_size", "random_src_flip", "random_dst_flip", "uniform_yaw", "blur_out_mask",
+                          "lr_dropout", "random_warp", "gan_power", "gan_patch_size", "gan_dims", "ct_mode",
+                          "clipgrad")]  # fmt: skip
+
+OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD, "amp": AMP}
 
 
 def specs(model: str) -> dict[str, Option]:

@@ -46,9 +46,16 @@ def _text(img: np.ndarray, text: str, y: int) -> None:
     cv2.putText(img, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
 
 
-def compose(title: str, iteration: int, points: list[list[float]], columns: list[np.ndarray]) -> np.ndarray:
-    """`columns`: five (rows, H, W, 3) uint8 BGR stacks, in src | src->src | dst | dst->dst | swap order."""
+def compose(
+    title: str, iteration: int, points: list[list[float]], columns: list[np.ndarray],
+    masked: list[np.ndarray] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """`columns`: five (rows, H, W, 3) uint8 BGR stacks, in src | src->src | dst | dst->dst | swap order;
+    `masked`, the same with the masks applied, goes below them (SAEHD)."""
     grid = np.concatenate([np.concatenate(list(col), axis=0) for col in columns], axis=1)
+    if masked is not None:
+        lower = np.concatenate([np.concatenate(list(col), axis=0) for col in masked], axis=1)
+        grid = np.concatenate([grid, np.full((6, grid.shape[1], 3), 40, np.uint8), lower], axis=0)
     width = max(grid.shape[1], 480)
     if grid.shape[1] < width:  # small models: scale the faces up so the header fits
         grid = cv2.resize(

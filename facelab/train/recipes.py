@@ -67,7 +67,20 @@ RECIPES = {
         flip_dst=True,
         optimizer="adabelief",
         loss="saehd",
-    ),  # fmt: skip
+    ),
+    "amp": Recipe(
+        model="amp",
+        class_name="AMP",
+        face_type="whole_face",
+        batch=8,
+        lr=5e-5,
+        lr_dropout=1.0,
+        augment=AugmentSpec(random_warp=True, scale=0.15),
+        flip_dst=True,
+        optimizer="adabelief",
+        loss="amp",
+        eyes_mouth_prio=True,  # always on for AMP, as masked training is
+    ),
 }
 
 
@@ -90,25 +103,25 @@ def with_options(base: Recipe, options: dict) -> Recipe:
         augment=replace(base.augment, random_warp=o["random_warp"]),
         flip_src=o["random_src_flip"],
         flip_dst=o["random_dst_flip"],
-        optimizer="adabelief" if o["adabelief"] else "rmsprop",
+        optimizer="adabelief" if o.get("adabelief", True) else "rmsprop",
         lr_dropout=0.3 if o["lr_dropout"] else 1.0,
         lr_cycle=500 if o["lr_dropout"] else 0,
-        masked_training=o["masked_training"],
-        eyes_mouth_prio=o["eyes_mouth_prio"],
+        masked_training=o.get("masked_training", True),
+        eyes_mouth_prio=o.get("eyes_mouth_prio", base.eyes_mouth_prio),
         clipgrad=o["clipgrad"],
         uniform_yaw=o["uniform_yaw"],
         blur_out_mask=o["blur_out_mask"],
-        hsv_power=o["random_hsv_power"],
+        hsv_power=o.get("random_hsv_power", 0.0),
         ct_mode=o["ct_mode"],
         gan_power=o["gan_power"],
         gan_patch_size=o["gan_patch_size"],
         gan_dims=o["gan_dims"],
-        true_face_power=o["true_face_power"],
-        face_style_power=o["face_style_power"],
-        bg_style_power=o["bg_style_power"],
-        pretrain=o["pretrain"],
+        true_face_power=o.get("true_face_power", 0.0),
+        face_style_power=o.get("face_style_power", 0.0),
+        bg_style_power=o.get("bg_style_power", 0.0),
+        pretrain=o.get("pretrain", False),
     )
-    if o["pretrain"]:  # the reference's pretraining: plain reconstruction of many faces
+    if r.pretrain:  # the reference's pretraining: plain reconstruction of many faces
         r = replace(r, augment=replace(r.augment, random_warp=False), flip_src=True, flip_dst=True,
                     gan_power=0.0, lr_dropout=1.0, lr_cycle=0, hsv_power=0.0, face_style_power=0.0,
                     bg_style_power=0.0, true_face_power=0.0, uniform_yaw=True)  # fmt: skip

@@ -30,6 +30,7 @@ from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
 from facelab.info import has_amx
 from facelab.models import create_model
+from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.blocks import glorot_
 from facelab.models.registry import model_options as arch_options
 from facelab.train import keys, model_options, preview
@@ -169,7 +170,8 @@ class Session:
         options = model_options.for_new_model(base.model, base.class_name, self.folder.path.parent,
                                               self.opts.model_options)  # fmt: skip
         if options:
-            self.opts.arch = {k: options[k] for k in model_options.ARCH_KEYS} | self.opts.arch
+            keys = arch_options(base.model)
+            self.opts.arch = {k: options[k] for k in keys if k in options} | self.opts.arch
         return options
 
     def _planned(self) -> tuple[dict, str]:
@@ -192,7 +194,8 @@ class Session:
         if self.precision == "bf16":
             self.model = self.model.to(memory_format=torch.channels_last)
         optimizer = OPTIMIZERS[self.recipe.optimizer]
-        params = list(self.model.named_parameters())
+        # AMP's inters keep their random initial weights, as in the reference.
+        params = [(n, p) for n, p in self.model.named_parameters() if not n.startswith(FROZEN_PREFIXES)]
         self.opt = optimizer(params, lr=self.recipe.lr, lr_dropout=self.recipe.lr_dropout, seed=self.seed)
         self.extras = Extras(self.recipe, self.model, self.seed, self.device)
 
@@ -352,6 +355,9 @@ class Session:
         if r.loss == "saehd":
             return saehd_face_loss(pred, pred_mask, target, masks, r.masked_training, r.eyes_mouth_prio,
                                    r.blur_out_mask)  # fmt: skip
+        if r.loss == "amp":  # as SAEHD's, with both DSSIM windows at every size
+            return saehd_face_loss(pred, pred_mask, target, masks, True, r.eyes_mouth_prio, r.blur_out_mask,
+                                   two_windows=True)  # fmt: skip
         return masked_face_loss(pred, pred_mask, target, masks)
 
     def learning_rate(self) -> float:
@@ -369,9 +375,13 @@ class Session:
             warped_src = warped_src.contiguous(memory_format=torch.channels_last)
             warped_dst = warped_dst.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            out = self.model(
-                warped_src, warped_dst, swap=self.extras.needs_swap, with_codes=self.extras.needs_codes
-            )
+            mix = {}
+            if self.model.kind == "amp":  # a fresh random channel mix per sample, from the run's seed
+                mix["mix"] = self.model.random_mix(
+                    warped_src.shape[0], generator(self.seed, "mix", self.iteration)
+                )
+            out = self.model(warped_src, warped_dst, swap=self.extras.needs_swap,
+                             with_codes=self.extras.needs_codes, **mix)  # fmt: skip
         # Losses in float32, outside autocast.
         src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
         dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
@@ -400,8 +410,15 @@ class Session:
             out = self.model(faces["src"], faces["dst"])
         columns = [faces["src"], out["src"], faces["dst"], out["dst"], out["swap"]]
         title = f"{self.recipe.class_name} '{self.folder.name}'"
+        masked = None
+        if self.recipe.loss == "saehd":  # the reference's second preview: everything through its mask
+            hull = {s: self.data[s].masks[self.preview_idx[s], :1].float().div(255) for s in SIDES}
+            masked = [faces["src"] * hull["src"], out["src"] * out["src_mask"], faces["dst"] * hull["dst"],
+                      out["dst"] * out["dst_mask"],
+                      out["swap"] * out["swap_mask"] * out["dst_mask"]]  # fmt: skip
+            masked = [preview.to_uint8(c) for c in masked]
         return preview.compose(
-            title, self.iteration, self.history.points(), [preview.to_uint8(c) for c in columns]
+            title, self.iteration, self.history.points(), [preview.to_uint8(c) for c in columns], masked
         )
 
     def write_preview(self) -> None:
