@@ -315,3 +315,13 @@ def test_amp_trains_only_encoder_and_decoder_and_morph_changes_the_merge(train_w
     mixed, _, _ = model.predict(crops, np.array([1.0, 0.3]))
     assert not np.allclose(full, half)
     assert np.allclose(mixed[0], full[0], atol=1e-5) and np.allclose(mixed[1], half[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["saehd", "amp"])
+def test_small_saehd_and_amp_learn_on_real_faces(train_ws: Path, kind: str):
+    small = {"resolution": 64, "ae_dims": 64, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16, "batch_size": 4}
+    small |= {"archi": "liae-ud"} if kind == "saehd" else {"inter_dims": 128, "face_type": "f"}
+    res = train(Workspace(train_ws), recipe(kind), f"learn-{kind}",
+                TrainOptions(target_iter=300, model_options=small, seed=5))  # fmt: skip
+    drops = [1 - last / first for first, last in zip(res.first_losses, res.last_losses, strict=True)]
+    assert min(drops) >= 0.30, (kind, res.first_losses, res.last_losses)
