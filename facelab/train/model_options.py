@@ -16,7 +16,6 @@ from pathlib import Path
 
 from facelab import prompts
 from facelab.errors import UsageError
-from facelab.faces.align import canonical_face_type
 from facelab.fsutil import write_json_atomic
 from facelab.models.archi import parse_archi
 from facelab.options import Option
@@ -187,7 +186,3 @@ def for_resumed_model(model: str, saved: dict, given: dict, override: bool) -> d
                 options[name] = _ask(opt, options[name])
     check_arch(model, options)
     return options
-
-
-def face_type_of(options: dict, default: str) -> str:
-    return canonical_face_type(options["face_type"]) if "face_type" in options else default
