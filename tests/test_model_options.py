@@ -325,3 +325,22 @@ def test_small_saehd_and_amp_learn_on_real_faces(train_ws: Path, kind: str):
                 TrainOptions(target_iter=300, model_options=small, seed=5))  # fmt: skip
     drops = [1 - last / first for first, last in zip(res.first_losses, res.last_losses, strict=True)]
     assert min(drops) >= 0.30, (kind, res.first_losses, res.last_losses)
+
+
+def test_a_small_saehd_merges_through_the_merger(faces_ws: Path, tmp_path: Path):
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    ws = tmp_path / "ws"
+    shutil.copytree(faces_ws, ws)
+    small = TINY | {"archi": "liae-ud", "gan_power": 0.1}
+    train(
+        Workspace(ws), recipe("saehd"), "sm", TrainOptions(target_iter=5, model_options=small, preview=False)
+    )
+    proc = run_cli("merge", "--model", "sm", "--frames", "1-5", "-w", ws, "-q")
+    assert proc.returncode == 0 and "merged 5 frames (5 faces" in proc.stdout, proc.stderr
+    orig = cv2.imread(str(ws / "data_dst" / "00003.jpg"))
+    merged = cv2.imread(str(ws / "data_dst" / "merged" / "00003.png"))
+    assert merged.shape == orig.shape and not np.array_equal(merged, orig)
