@@ -12,8 +12,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from facelab import progress
 from facelab.errors import FacelabError
 from facelab.fsutil import write_json_atomic
@@ -92,7 +90,7 @@ class Run:
 def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
     from facelab.faces.extract import ExtractOptions, extract_faces
     from facelab.faces.faceset import load_faceset, move_to_trash
-    from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, reference_descriptor
+    from facelab.faces.identity import split_by_person
     from facelab.media.frames import extract_frames
     from facelab.media.probe import probe_video
     from facelab.media.video import collect_frames, encode_video
@@ -132,12 +130,10 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
             detail = f"{s.faces} faces in {s.frames} frames"
             if refs[side]:
                 fs = load_faceset(ws.aligned_dir(side))
-                ref = reference_descriptor(refs[side])
-                dist = np.linalg.norm(face_descriptors(fs.faces) - ref, axis=1)
-                others = [f for f, d in zip(fs.faces, dist, strict=True) if d > DEFAULT_THRESHOLD]
+                kept, others = split_by_person(fs.faces, refs[side])
                 if others:
                     move_to_trash(fs, others)
-                detail += f", {len(fs.faces) - len(others)} of the person in {refs[side].name} kept"
+                detail += f", {len(kept)} of the person in {refs[side].name} kept"
             if not any(ws.aligned_dir(side).glob("*.jpg")):
                 raise FacelabError(
                     f"no {side} face was found in {videos[side]}: use a video with a visible face"

@@ -48,7 +48,7 @@ def model(trained_ws: Path) -> MergeModel:
 
 
 def _faces(ws: Path, model: MergeModel, number: int, settings: dict) -> tuple[np.ndarray, list, FaceInput]:
-    plans, _ = plan_frames(Workspace(ws), model.face_type)
+    plans = plan_frames(Workspace(ws), model.face_type)
     plan = next(p for p in plans if p.number == number)
     frame = cv2.imread(str(plan.path))
     cut = cut_faces(frame, plan, model.res, model.face_type, settings)

@@ -13,7 +13,7 @@ from facelab.faces.align import FACE_TYPE_ALIASES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
 from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, extract_faces
 from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
-from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, reference_descriptor
+from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, split_by_person
 from facelab.faces.sheet import write_sheets
 from facelab.faces.sort import sort_faceset
 from facelab.media.probe import read_video_record
@@ -243,17 +243,13 @@ def cmd_sort(args: argparse.Namespace) -> int:
 
 
 def cmd_filter(args: argparse.Namespace) -> int:
-    import numpy as np
-
     ws = workspace_from(args)
     if not args.threshold > 0:
         raise UsageError(f"--threshold must be positive, not {args.threshold:g}")
-    ref = reference_descriptor(args.reference)
     fs = load_faceset(ws.aligned_dir(args.side))
     _report_broken(fs)
-    dist = np.linalg.norm(face_descriptors(fs.faces) - ref, axis=1)
-    others = [f for f, d in zip(fs.faces, dist, strict=True) if d > args.threshold]
-    kept = len(fs.faces) - len(others)
+    kept_faces, others = split_by_person(fs.faces, args.reference, args.threshold)
+    kept = len(kept_faces)
     if args.dry_run:
         say(f"would keep {kept} faces of the person in {args.reference.name}, move {len(others)} to trash")
         return 0

@@ -78,3 +78,11 @@ def reference_descriptor(photo: Path) -> np.ndarray:
     if len(faces) > 1:
         raise FacelabError(f"{photo} shows {len(faces)} faces: crop it so only the person to keep is in it")
     return descriptor(image, faces[0].landmarks)
+
+
+def split_by_person(faces: list, photo: Path, threshold: float = DEFAULT_THRESHOLD) -> tuple[list, list]:
+    """(faces of the person in `photo`, the others), by descriptor distance."""
+    ref = reference_descriptor(photo)  # a bad photo fails before the long descriptor pass
+    dist = np.linalg.norm(face_descriptors(faces) - ref, axis=1)
+    kept = [f for f, d in zip(faces, dist, strict=True) if d <= threshold]
+    return kept, [f for f, d in zip(faces, dist, strict=True) if d > threshold]

@@ -68,22 +68,21 @@ class MergeModel:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces for the crops; `morph` (per crop or one value) is AMP's share of the src identity."""
         morphs = np.broadcast_to(np.asarray(morph, np.float64), (len(crops),))
-        if self.model.kind == "amp" and len(set(morphs.tolist())) > 1:
-            parts = [self.predict(crops[morphs == m], float(m)) for m in sorted(set(morphs.tolist()))]
-            order = np.concatenate([np.nonzero(morphs == m)[0] for m in sorted(set(morphs.tolist()))])
-            joined = [np.concatenate([p[i] for p in parts]) for i in range(3)]
-            inverse = np.argsort(order)
-            return joined[0][inverse], joined[1][inverse], joined[2][inverse]
-        x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2))).to(self.device)
+        res = crops.shape[1]
+        face = np.empty((len(crops), res, res, 3), np.float32)
+        mask, dst_mask = np.empty((2, len(crops), res, res), np.float32)
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else (
             contextlib.nullcontext())  # fmt: skip
-        with ctx:
-            if self.model.kind == "amp":
-                face, mask, dst_mask = self.model.swap(x, float(morphs[0]))
-            else:
-                face, mask, dst_mask = self.model.swap(x)
-        to_np = lambda t: t.float().cpu().numpy()  # noqa: E731
-        return to_np(face).transpose(0, 2, 3, 1), to_np(mask)[:, 0], to_np(dst_mask)[:, 0]
+        # Other models ignore the morph value: one call for all crops.
+        groups = np.unique(morphs) if self.model.kind == "amp" else [None]
+        for m in groups:
+            sel = morphs == m if m is not None else slice(None)
+            x = torch.from_numpy(np.ascontiguousarray(crops[sel].transpose(0, 3, 1, 2))).to(self.device)
+            with ctx:
+                out = self.model.swap(x, float(m)) if m is not None else self.model.swap(x)
+            f, mk, dm = (t.float().cpu().numpy() for t in out)
+            face[sel], mask[sel], dst_mask[sel] = f.transpose(0, 2, 3, 1), mk[:, 0], dm[:, 0]
+        return face, mask, dst_mask
 
 
 def find_model(ws: Workspace, name: str | None) -> ModelFolder:
@@ -100,8 +99,8 @@ def find_model(ws: Workspace, name: str | None) -> ModelFolder:
     return matches[0]
 
 
-def plan_frames(ws: Workspace, model_face_type: str) -> tuple[list[FramePlan], int]:
-    """Every dst frame with its faces' landmarks; (plans, number of aligned faces)."""
+def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
+    """Every dst frame with its faces' landmarks."""
     frames_dir = ws.frames_dir("dst")
     numbered = numbered_images(frames_dir)
     if not numbered:
@@ -132,7 +131,7 @@ def plan_frames(ws: Workspace, model_face_type: str) -> tuple[list[FramePlan], i
             a = prev if prev is not None else centres[i]
             b = nxt if nxt is not None else centres[i]
             plan.motion = (b - a) / (2 if prev is not None and nxt is not None else 1)
-    return ordered, len(faceset.faces)
+    return ordered
 
 
 def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, settings: dict) -> list[dict]:
@@ -170,7 +169,7 @@ def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | Non
           only: tuple[int, int] | None = None) -> MergeSummary:  # fmt: skip
     """Merge every dst frame (or the range `only`), skipping frames done with the same settings."""
     start = time.perf_counter()
-    plans, _ = plan_frames(ws, model.face_type)
+    plans = plan_frames(ws, model.face_type)
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +266,7 @@ def preview_frame(
     ws: Workspace, model: MergeModel, session: Session, number: int, out_dir: Path
 ) -> tuple[Path, Path]:
     """Merge one frame with the session's settings for it into `out_dir`; the session is not changed."""
-    plans, _ = plan_frames(ws, model.face_type)
+    plans = plan_frames(ws, model.face_type)
     plan = next((p for p in plans if p.number == number), None)
     if plan is None:
         raise FacelabError(

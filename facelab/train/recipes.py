@@ -68,20 +68,12 @@ RECIPES = {
         optimizer="adabelief",
         loss="saehd",
     ),
-    "amp": Recipe(
-        model="amp",
-        class_name="AMP",
-        face_type="whole_face",
-        batch=8,
-        lr=5e-5,
-        lr_dropout=1.0,
-        augment=AugmentSpec(random_warp=True, scale=0.15),
-        flip_dst=True,
-        optimizer="adabelief",
-        loss="amp",
-        eyes_mouth_prio=True,  # always on for AMP, as masked training is
-    ),
 }
+
+
+# AMP trains as SAEHD does, with its own loss (both DSSIM windows) and eyes/mouth always weighted.
+RECIPES["amp"] = replace(RECIPES["saehd"], model="amp", class_name="AMP", face_type="whole_face", loss="amp",
+                         eyes_mouth_prio=True)  # fmt: skip
 
 
 def recipe(name: str) -> Recipe:
