@@ -15,6 +15,7 @@ from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, extract_faces
 from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
 from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, split_by_person
 from facelab.faces.sheet import write_sheets
+from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.faces.sort import sort_faceset
 from facelab.media.probe import read_video_record
 from facelab.progress import say
@@ -118,24 +119,6 @@ def _video_fps(ws, side: str) -> float:
     """The frame rate landmark smoothing works at: the video's own, or 30 for loose frames."""
     record = read_video_record(ws.video_info_path(side))
     return float(record[0].fps_fraction) if record else 30.0
-
-
-SORT_METHODS = [
-    "blur",
-    "motion-blur",
-    "face-yaw",
-    "face-pitch",
-    "source-rect-size",
-    "hist",
-    "hist-dissim",
-    "brightness",
-    "hue",
-    "black",
-    "origname",
-    "oneface",
-    "best",
-    "identity",
-]
 
 
 def register_faceset_tools(sub, common) -> None:

@@ -64,18 +64,27 @@ def load_faceset(folder: Path) -> Faceset:
 
 
 def move_to_trash(fs: Faceset, faces: list[AlignedFace]) -> Path:
-    trash = fs.trash_dir
+    trash_files(fs.folder, [f.path for f in faces])
+    return fs.trash_dir
+
+
+def trash_files(folder: Path, paths: list[Path]) -> list[tuple[Path, Path]]:
+    """Move `paths` (inside `folder`) to `<folder>_trash/`, never replacing a file already there;
+    returns (original, trashed) pairs, so the move can be undone."""
+    trash = folder.with_name(folder.name + "_trash")
     trash.mkdir(exist_ok=True)
-    for f in faces:
-        target = trash / f.path.name
+    moved = []
+    for path in paths:
+        target = trash / path.name
         n = 1
         while target.exists():
-            target = trash / f"{f.path.stem}~{n}{f.path.suffix}"
+            target = trash / f"{path.stem}~{n}{path.suffix}"
             n += 1
-        os.replace(f.path, target)
+        os.replace(path, target)
+        moved.append((path, target))
     fsync_dir(trash)
-    fsync_dir(fs.folder)
-    return trash
+    fsync_dir(folder)
+    return moved
 
 
 def original_names(folder: Path) -> dict[str, str]:

@@ -37,20 +37,20 @@ def expanded_brows(landmarks: np.ndarray, amount: float = 1.0) -> np.ndarray:
 def hull_mask(landmarks: np.ndarray, size: int, scale: float = 1.0) -> np.ndarray:
     """uint8 size x size mask (255 inside the face); `scale` maps landmark pixels to mask pixels."""
     p = expanded_brows(np.asarray(landmarks, np.float64) * scale)
+    return _fill_hulls(p, [[i for r in part for i in r] for part in _PARTS], size)
+
+
+def _fill_hulls(points: np.ndarray, groups, size: int) -> np.ndarray:
+    """uint8 mask with the convex hull of each group of landmark indices filled (anti-aliased)."""
     mask = np.zeros((size, size), np.uint8)
-    for part in _PARTS:
-        idx = [i for r in part for i in r]
-        pts = np.round(p[idx] * 16).astype(np.int32)  # 4 fractional bits for sub-pixel edges
+    for idx in groups:
+        pts = np.round(points[list(idx)] * 16).astype(np.int32)  # 4 fractional bits for sub-pixel edges
         cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255, lineType=cv2.LINE_AA, shift=4)
     return mask
 
 
 def eyes_mouth_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     """uint8 mask of the eyes (36-47) and mouth (48-59), dilated by size/32: where eyes_mouth_prio weighs."""
-    p = np.asarray(landmarks, np.float64)
-    mask = np.zeros((size, size), np.uint8)
-    for idx in (range(36, 42), range(42, 48), range(48, 60)):
-        pts = np.round(p[list(idx)] * 16).astype(np.int32)
-        cv2.fillConvexPoly(mask, cv2.convexHull(pts), 255, lineType=cv2.LINE_AA, shift=4)
+    mask = _fill_hulls(np.asarray(landmarks, np.float64), (range(36, 42), range(42, 48), range(48, 60)), size)
     k = max(1, size // 32)
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))

@@ -15,6 +15,8 @@ import numpy as np
 from facelab.faces.align import MEAN_FACE, averaged_yaw, transform_points, unit_face_mat
 from facelab.faces.faceset import AlignedFace
 
+METHODS = ["blur", "motion-blur", "face-yaw", "face-pitch", "source-rect-size", "hist", "hist-dissim",
+           "brightness", "hue", "black", "origname", "oneface", "best", "identity"]  # fmt: skip
 WORK_SIZE = 256  # faces are scored at this size, so results do not depend on the aligned size
 
 

@@ -222,10 +222,13 @@ def blend_and_write(
     frame: np.ndarray, faces: list[FaceInput], settings: dict, out: Path, out_mask: Path
 ) -> int:
     """Worker process: merge one frame and write its PNG and mask; returns the number of faces."""
-    merged, mask = merge_frame(frame, faces, settings)
+    write_merged(*merge_frame(frame, faces, settings), out, out_mask)
+    return len(faces)
+
+
+def write_merged(merged: np.ndarray, mask: np.ndarray, out: Path, out_mask: Path) -> None:
     write_bytes_atomic(out, _png(merged), fsync=False)
     write_bytes_atomic(out_mask, _png(mask), fsync=False)
-    return len(faces)
 
 
 def init_worker() -> None:

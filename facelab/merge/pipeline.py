@@ -26,7 +26,7 @@ from facelab.errors import FacelabError
 from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, face_transform
 from facelab.faces.faceset import load_faceset
-from facelab.merge.blend import FaceInput, blend_and_write, init_worker
+from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, SESSION, Session, read_journal, settings_hash
 from facelab.models import create_model
 from facelab.procs import clean_pool
@@ -262,29 +262,37 @@ def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | Non
     return summary
 
 
-def preview_frame(
-    ws: Workspace, model: MergeModel, session: Session, number: int, out_dir: Path
-) -> tuple[Path, Path]:
-    """Merge one frame with the session's settings for it into `out_dir`; the session is not changed."""
-    plans = plan_frames(ws, model.face_type)
+def find_plan(plans: list[FramePlan], number: int) -> FramePlan:
     plan = next((p for p in plans if p.number == number), None)
     if plan is None:
-        raise FacelabError(
-            f"there is no frame {number} in {ws.frames_dir('dst')} "
-            f"(frames {plans[0].number}-{plans[-1].number})"
-        )
-    s = session.for_frame(number)
+        raise FacelabError(f"there is no frame {number} (frames {plans[0].number}-{plans[-1].number})")
+    return plan
+
+
+def render_frame(model: MergeModel, plan: FramePlan, s: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One frame merged with settings `s`, in memory: (merged BGR frame, mask)."""
     frame = cv2.imread(str(plan.path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise FacelabError(f"{plan.path} cannot be read: the frame is missing or damaged")
     cut = cut_faces(frame, plan, model.res, model.face_type, s)
     faces = []
     if cut:
         pred, pmask, dmask = model.predict(np.stack([f["dst_crop"] for f in cut]), s["morph"])
         faces = [FaceInput(f["mat"], f["dst_crop"], pred[i], pmask[i], dmask[i], f["hull"], f["motion"])
                  for i, f in enumerate(cut)]  # fmt: skip
+    return merge_frame(frame, faces, s)
+
+
+def preview_frame(
+    ws: Workspace, model: MergeModel, session: Session, number: int, out_dir: Path
+) -> tuple[Path, Path]:
+    """Merge one frame with the session's settings for it into `out_dir`; the session is not changed."""
+    plan = find_plan(plan_frames(ws, model.face_type), number)
     out_dir.mkdir(parents=True, exist_ok=True)
     out, out_mask = out_dir / f"{plan.path.stem}.png", out_dir / f"{plan.path.stem}_mask.png"
-    blend_and_write(frame, faces, s, out, out_mask)
+    write_merged(*render_frame(model, plan, session.for_frame(number)), out, out_mask)
     return out, out_mask
 
 
-__all__ = ["SESSION", "MergeModel", "find_model", "merge", "plan_frames", "preview_frame"]
+__all__ = ["SESSION", "MergeModel", "find_model", "find_plan", "merge", "plan_frames", "preview_frame",
+           "render_frame"]  # fmt: skip
