@@ -1,4 +1,5 @@
-"""Training speed: Quick96 at batch 4 and 8, fp32 and auto precision, through the real trainer.
+"""Training speed: Quick96 at batch 4 and 8, SAEHD default (128 px liae-ud) and AMP default (224 px)
+at batch 8, fp32 and auto precision, through the real trainer.
 
     .venv/bin/python benchmarks/train.py [--iters 12]
 
@@ -7,9 +8,11 @@ workspace. Each configuration runs in its own process: 3 warm-up iterations, the
 measured ones (resumed, so model building and face loading are not counted), data loading and
 augmentation included. Reports ms/iteration, the share of it spent making batches, GFLOP per
 iteration (counted by torch.utils.flop_counter over forward + backward), achieved GFLOP/s and
-the process's peak memory. With a CUDA GPU it adds Quick96 and a 256 px SAEHD network, with
-model FLOPs utilisation against the GPU's dense peak.
-Target (2-core CPU with AMX): Quick96 batch 4 <= 350 ms/iteration in auto precision, < 1.5 GB.
+the process's peak memory. With a CUDA GPU it adds SAEHD default at batch 32 and each row's model
+FLOPs utilisation against the GPU's dense peak.
+Targets (2-core CPU with AMX): Quick96 batch 4 <= 350 ms/iteration in auto precision, < 1.5 GB;
+SAEHD default batch 8 <= 1,300 ms/iteration, and within 2x of Quick96's time per GFLOP at the same
+precision (the "vs flop-prop." column: 1.0 = exactly FLOP-proportional).
 """
 
 from __future__ import annotations
@@ -96,6 +99,11 @@ def child(ws: Path, model: str, batch: int, precision: str, iters: int, arch: di
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=12)
+    ap.add_argument(
+        "--faces",
+        help="a workspace with data_src/aligned and data_dst/aligned to use "
+        "(default: extract them from ../shared/media)",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -110,33 +118,39 @@ def main() -> None:
     auto = pick_precision("auto", pick_device("auto"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ws = faces_workspace(Path(tmp))
+        ws = Path(a.faces) if a.faces else faces_workspace(Path(tmp))
         for batch in (4, 8):
             for precision in ("fp32", "auto"):
                 if precision == "auto" and auto == "fp32":
                     rows.append(rows[-1] | {"precision": "auto (= fp32 here)"})
                     continue
                 rows.append(child(ws, "quick96", batch, precision, a.iters, {}))
+        q96 = rows[-1]  # batch 8, auto precision
+        for model in ("saehd", "amp"):
+            row = child(ws, model, 8, "auto", a.iters, {})
+            row["vs_flop_proportional"] = round(
+                (row["ms_per_iter"] / row["gflop_per_iter"]) / (q96["ms_per_iter"] / q96["gflop_per_iter"]), 2
+            )
+            rows.append(row)
         if torch.cuda.is_available():
+            rows.append(child(ws, "saehd", 32, "auto", a.iters, {}))
             name = torch.cuda.get_device_name()
             peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-            big = {"resolution": 256, "archi": "liae-ud", "ae_dims": 256, "e_dims": 64, "d_dims": 64,
-                   "d_mask_dims": 22}  # fmt: skip
-            for model, arch, batch in (("quick96", {}, 16), ("quick96", big, 8)):
-                row = child(ws, model, batch, "auto", a.iters, arch)
-                row["model"] = "quick96" if not arch else "256px liae-ud (SAEHD network)"
+            for row in rows:
+                precision = "fp32" if row["precision"] == "fp32" else auto
                 if peak:
-                    row["mfu"] = round(row["achieved_gflops"] / 1000 / peak[auto], 4)
-                rows.append(row)
+                    row["mfu"] = round(row["achieved_gflops"] / 1000 / peak[precision], 4)
     summary = {"amx": has_amx(), "auto_precision": auto, "threads": torch.get_num_threads(), "runs": rows}
     print(json.dumps(summary, indent=1))
     print(f"\n{'model':<30}{'batch':>6}{'precision':>20}{'ms/iter':>10}{'data %':>8}{'GFLOP/it':>10}"
-          f"{'GFLOP/s':>9}{'peak MB':>9}")  # fmt: skip
+          f"{'GFLOP/s':>9}{'peak MB':>9}{'vs flop-prop.':>14}{'MFU':>8}")  # fmt: skip
     for r in rows:
         print(f"{r['model']:<30}{r['batch']:>6}{r['precision']:>20}{r['ms_per_iter']:>10}"
               f"{r['data_share'] * 100:>8.1f}{r['gflop_per_iter']:>10}{r['achieved_gflops']:>9}"
-              f"{r['peak_mem_mb']:>9}")  # fmt: skip
-    print("target: quick96 batch 4, auto precision <= 350 ms/iter, < 1500 MB (reference: 1150 ms, 2.3 GB)")
+              f"{r['peak_mem_mb']:>9}{r.get('vs_flop_proportional', ''):>14}"
+              f"{r.get('mfu', ''):>8}")  # fmt: skip
+    print("targets: quick96 batch 4, auto precision <= 350 ms/iter, < 1500 MB (reference: 1150 ms, 2.3 GB);")
+    print("         saehd batch 8 <= 1300 ms/iter and <= 2x flop-proportional (reference: 4485 ms, 5.6 GB)")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ class Option:
         if self.choices:
             return ", ".join(self.choices)
         if self.range:
-            return f"{self.range[0]:g} to {self.range[1]:g}"
+            lo, hi = self.range
+            return f"{lo} to {hi}" if self.type is int else f"{lo:g} to {hi:g}"
         return "yes or no" if self.type is bool else self.type.__name__
 
     def parse(self, value: Any) -> Any:

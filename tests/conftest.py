@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import select
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +64,56 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
         cwd=cwd,
         stdin=subprocess.DEVNULL,
     )
+
+
+def on_a_terminal(
+    cmd: list[str],
+    answers: dict[bytes, list[bytes]],
+    timeout: float = 180,
+    triggers: tuple[tuple[bytes, bytes], ...] = (),
+) -> tuple[int, str]:
+    """Run `cmd` on a pseudo-terminal and answer its prompts: a prompt (output ending in ": ") whose
+    last line holds a key of `answers` gets that key's next reply, any other prompt Enter. Each
+    (marker, reply) in `triggers` is sent once when the marker appears (for non-prompt waits).
+    Returns the exit code and everything the terminal showed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen, asked, fired = b"", {}, set()
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if not select.select([master], [], [], 0.3)[0]:
+            continue
+        try:
+            seen += os.read(master, 4096)
+        except OSError:
+            break
+        for marker, reply in triggers:
+            if marker in seen and marker not in fired:
+                fired.add(marker)
+                os.write(master, reply)
+        if not seen.endswith(b": "):
+            continue
+        last = seen[seen.rfind(b"\n") + 1 :]
+        key = next((k for k in answers if k in last), None)
+        reply = b""
+        if key is not None and asked.get(key, 0) < len(answers[key]):
+            reply = answers[key][asked.get(key, 0)]
+            asked[key] = asked.get(key, 0) + 1
+        os.write(master, reply + b"\n")
+        seen += b"\n"
+    proc.wait(timeout=60)
+    with_rest = seen
+    while select.select([master], [], [], 0.1)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        with_rest += chunk
+    os.close(master)
+    return proc.returncode, with_rest.decode(errors="replace")
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, code: int, *words: str) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from facelab.cli import build_parser
-from tests.conftest import run_cli
+from tests.conftest import on_a_terminal, run_cli
 
 
 def test_help_lists_steps_in_workflow_order():
@@ -73,34 +73,12 @@ def test_no_command_prints_help():
 
 def test_prompts_on_a_tty_show_default_and_range(tmp_path: Path, clip: Path):
     """On a terminal, extract-frames asks for fps and format; Enter takes the defaults."""
-    import os
-    import pty
-    import subprocess
     import sys
-    import time
 
-    master, slave = pty.openpty()
     ws = tmp_path / "ws"
     cmd = [sys.executable, "-m", "facelab", "extract-frames", "src", "--input", str(clip), "-w", str(ws)]
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    seen = b""
-    deadline = time.time() + 60
-    answered = 0
-    while time.time() < deadline:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        seen += chunk
-        while seen.count(b"): ") > answered:
-            os.write(master, b"\n")
-            answered += 1
-    proc.wait(timeout=60)
-    text = seen.decode(errors="replace")
-    assert proc.returncode == 0, text
+    code, text = on_a_terminal(cmd, {}, timeout=60)
+    assert code == 0, text
     assert "[0.0] frames per second to keep, 0 = every frame (0.0-240.0)" in text
     assert "[jpg] frame image type (jpg/png)" in text
     assert len(list((ws / "data_src").glob("*.jpg"))) == 50

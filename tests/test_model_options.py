@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,13 +11,13 @@ import torch
 from facelab.errors import UsageError
 from facelab.options import load_config
 from facelab.train import model_options as mo
-from facelab.train.augment import generator
+from facelab.train.augment import sample_generators
 from facelab.train.losses import saehd_face_loss
 from facelab.train.optim import AdaBelief
 from facelab.train.recipes import recipe, with_options
 from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace
-from tests.conftest import assert_clean_error, run_cli
+from tests.conftest import assert_clean_error, on_a_terminal, run_cli
 
 TINY = {"resolution": 64, "ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16, "batch_size": 2}
 
@@ -80,10 +75,14 @@ def test_options_shape_the_recipe_and_batches():
 
     images = (torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 255).byte()
     masks = torch.full((8, 2, 32, 32), 255, dtype=torch.uint8)
-    warped, target, _ = augment(images, masks, r.augment_for("dst"), generator(1), warp=True)
+
+    def draws():
+        return sample_generators(1, start=0, count=len(images))
+
+    warped, target, _ = augment(images, masks, r.augment_for("dst"), draws(), warp=True)
     assert torch.equal(warped, target)  # warp off: the input is the target
-    flipped = augment(images, masks, r.augment_for("src"), generator(1), warp=True)[1]
-    plain = augment(images, masks, r.augment_for("dst"), generator(1), warp=True)[1]
+    flipped = augment(images, masks, r.augment_for("src"), draws(), warp=True)[1]
+    plain = augment(images, masks, r.augment_for("dst"), draws(), warp=True)[1]
     assert not torch.equal(flipped, plain)  # same draws, flips on for src only
     assert with_options(base, _options(lr_dropout=True)).lr_cycle == 500
     assert with_options(base, _options(adabelief=False)).optimizer == "rmsprop"
@@ -139,36 +138,13 @@ def test_saehd_trains_with_every_option_and_clipgrad_bounds_the_gradient(train_w
 
 
 def test_option_prompts_on_a_terminal(train_ws: Path):
-    master, slave = pty.openpty()
     cmd = [sys.executable, "-m", "facelab", "train", "--model", "saehd", "--name", "asked",
            "--target-iter", "1", "--no-preview", "-w", str(train_ws)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
     answers = {b"] resolution (": [b"50", b"64"], b"] face_type (": [b"?", b""], b"] ae_dims (": [b"32"],
                b"] e_dims (": [b"16"], b"] d_dims (": [b"16"], b"] d_mask_dims (": [b"16"],
                b"] batch_size (": [b"2"]}  # fmt: skip
-    seen, asked = b"", {}
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if not select.select([master], [], [], 0.3)[0]:
-            continue
-        try:
-            seen += os.read(master, 4096)
-        except OSError:
-            break
-        if not seen.endswith(b": "):
-            continue
-        last = seen[seen.rfind(b"\n[") + 1 :] if b"\n[" in seen else seen
-        key = next((k for k in answers if k in last), None)
-        reply = b""
-        if key is not None and asked.get(key, 0) < len(answers[key]):
-            reply = answers[key][asked.get(key, 0)]
-            asked[key] = asked.get(key, 0) + 1
-        os.write(master, reply + b"\n")
-        seen += b"\n"
-    proc.wait(timeout=120)
-    text = seen.decode(errors="replace")
-    assert proc.returncode == 0, text[-3000:]
+    code, text = on_a_terminal(cmd, answers)
+    assert code == 0, text[-3000:]
     assert "[128] resolution (64 to 640, ? for help): " in text
     assert "resolution must be from 64 to 640, not '50'" in text  # out of range: asked again
     assert "how much of the head" in text  # ? shows the help
@@ -177,6 +153,20 @@ def test_option_prompts_on_a_terminal(train_ws: Path):
     assert (
         '"resolution": 64' in config and '"face_type": "full_face"' in config and '"batch_size": 2' in config
     )
+
+    # Resume: Enter within the 2-second window asks the changeable options again, never the fixed ones.
+    cmd = [sys.executable, "-m", "facelab", "train", "--model", "saehd", "--name", "asked", "--no-preview",
+           "-w", str(train_ws)]  # fmt: skip
+    answers = {b"] batch_size (": [b"3"], b"] target_iter (": [b"3"]}
+    code, text = on_a_terminal(cmd, answers, triggers=((b"to override the model's settings", b"\n"),))
+    assert code == 0, text[-3000:]
+    assert "[1] target_iter (0 to 1000000000, ? for help)" in text and "] resolution (" not in text, text
+    assert "Resuming SAEHD 'asked' at iteration 1: batch 3" in text and "at iteration 3; saved" in text
+    # --override asks at once; without a terminal it keeps the saved values, so this stops at once.
+    code, text = on_a_terminal(cmd + ["--override"], {b"] target_iter (": [b"4"]})
+    assert code == 0 and "Press Enter within" not in text and "at iteration 4; saved" in text, text[-2000:]
+    proc = run_cli(*cmd[3:], "--override")
+    assert proc.returncode == 0 and "which reaches the target (--target-iter 4)" in proc.stdout, proc.stdout
 
 
 def test_ct_mode_moves_src_colours_toward_dst():
@@ -198,7 +188,7 @@ def test_hsv_jitter_and_uniform_yaw():
     from facelab.train.colour import hsv_jitter
 
     batch = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
-    out = hsv_jitter(batch, 0.3, generator(3))
+    out = hsv_jitter(batch, 0.3, sample_generators(3, start=0, count=len(batch)))
     assert out.shape == batch.shape and not torch.allclose(out, batch, atol=0.02)
     yaws = [0.0] * 90 + [1.0] * 10  # mostly frontal faces, a few turned
     picks = YawSampler(yaws, seed=0, side="src").indices(0, 1000)
@@ -223,6 +213,16 @@ def test_saehd_trains_with_colour_and_sampling_options(train_ws: Path):
     res = train(Workspace(train_ws), recipe("saehd"), "colour",
                 TrainOptions(target_iter=3, model_options=opts, preview=False, seed=2))  # fmt: skip
     assert res.iteration == 3 and all(v == v for v in res.last_losses)  # finite
+
+
+def test_target_backup_and_preview_history_are_model_options(train_ws: Path):
+    opts = _options(target_iter=10, autobackup_hour=0.0001, write_preview_history=True)
+    res = train(Workspace(train_ws), recipe("saehd"), "kept", TrainOptions(model_options=opts, seed=2))
+    assert res.iteration == 10 and (res.folder / "history" / "0000010.jpg").is_file()
+    assert (res.folder / "_autobackups" / "01" / "model.safetensors").is_file()
+    # Saved with the model: a plain resume keeps the target; a flag raises it.
+    assert train(Workspace(train_ws), recipe("saehd"), "kept", TrainOptions()).iteration == 10
+    assert train(Workspace(train_ws), recipe("saehd"), "kept", TrainOptions(target_iter=11)).iteration == 11
 
 
 def test_gan_and_true_face_train_their_discriminators(train_ws: Path):
@@ -251,6 +251,36 @@ def test_gan_and_true_face_train_their_discriminators(train_ws: Path):
         mo.for_new_model(
             "saehd", "SAEHD", train_ws / "model", TINY | {"archi": "liae-ud", "true_face_power": 0.5}
         )
+
+
+def test_amp_gan_judges_both_sides_and_keeps_the_dst_background():
+    from facelab.models import create_model
+    from facelab.train.extras import Extras
+
+    amp = create_model("amp", resolution=64, ae_dims=32, inter_dims=64, e_dims=16, d_dims=16, d_mask_dims=16)
+    g = torch.Generator().manual_seed(0)
+    face = torch.rand(2, 3, 64, 64, generator=g)
+    masks = torch.zeros(2, 2, 64, 64)
+    masks[:, :, 16:48, 16:48] = 1  # the face in the middle, background around it
+    batches = {s: (face, face, masks) for s in ("src", "dst")}
+
+    def terms(r, dst_pred):
+        torch.manual_seed(0)  # the same discriminator weights for every call
+        extras = Extras(r, amp, 0, torch.device("cpu"))
+        with torch.no_grad():
+            out = {"src": face, "dst": dst_pred}
+            return extras.generator_terms(out, batches, extras.soft_masks(batches)).item()
+
+    other = face.clone()
+    other[:, :, 20:44, 20:44] = 0.5  # a change inside the face only
+    background = face.clone()
+    background[:, :, :8] = 0  # a change in the background only
+    for kind, dst_counts in (("amp", True), ("saehd", False)):
+        r = with_options(recipe(kind), {**{o.name: o.default for o in mo.OPTIONS[kind]}, "gan_power": 0.1})
+        # Inside the face: only the GAN sees it, and only AMP's GAN judges dst.
+        assert (terms(r, other) != terms(r, face)) is dst_counts, kind
+    r = with_options(recipe("amp"), {o.name: o.default for o in mo.AMP})  # no GAN
+    assert terms(r, background) > terms(r, face) + 1e-3  # 0.1 x MSE on the dst background
 
 
 def test_style_loss():
@@ -303,6 +333,12 @@ def test_amp_trains_only_encoder_and_decoder_and_morph_changes_the_merge(train_w
     first = load_file(str(res.folder / "model.safetensors"))
     res = train(ws, recipe("amp"), "amp", TrainOptions(target_iter=3, preview=True))
     later = load_file(str(res.folder / "model.safetensors"))
+    # The preview: header + graph, then the 2x3 grid and the 2x3 morph list side by side (390 px
+    # wide at 64 px faces, scaled up to the 480 px minimum).
+    import cv2
+
+    shown = cv2.imread(str(res.folder / "preview.jpg"))
+    assert shown.shape == (54 + 100 + 2 * 64 * 480 // 390, 480, 3)
     changed = {k.split(".")[0] for k in first if not torch.equal(first[k], later[k])}
     assert changed == {"encoder", "encoder_dense", "decoder"}  # the inters keep their random weights
     assert set(load_file(str(res.folder / "optimizer.safetensors"))) == {

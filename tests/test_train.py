@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facelab.faces.masks import hull_mask
-from facelab.train.augment import AugmentSpec, EpochSampler, augment, generator
+from facelab.train.augment import AugmentSpec, EpochSampler, augment, sample_generators
 from facelab.train.checkpoint import (
     BACKUPS,
     COMMIT,
@@ -43,25 +43,33 @@ def test_epoch_sampler_visits_every_face_once_per_epoch():
     )  # by position, any batch size
 
 
-def test_augment_is_a_pure_function_of_its_generator():
+def test_augment_is_a_pure_function_of_its_generators():
     images, masks = _faces()
-    a = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 5), warp=True)
-    b = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 5), warp=True)
-    c = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 6), warp=True)
+    spec = AugmentSpec(random_flip=True)
+    n = len(images)
+    a = augment(images, masks, spec, sample_generators(1, "src", start=5, count=n), warp=True)
+    b = augment(images, masks, spec, sample_generators(1, "src", start=5, count=n), warp=True)
+    c = augment(images, masks, spec, sample_generators(1, "src", start=6, count=n), warp=True)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
     assert not torch.equal(a[0], c[0])
     warped, target, mask = a
     assert warped.dtype == torch.float32 and float(warped.min()) >= 0 and float(warped.max()) <= 1
     assert not torch.equal(warped, target)  # the warp moves pixels
     # Unwarped, the same draw gives exactly the same target: the repeat iteration's input.
-    _, target2, _ = augment(images, masks, AugmentSpec(random_flip=True), generator(1, "src", 5), warp=False)
+    _, target2, _ = augment(images, masks, spec, sample_generators(1, "src", start=5, count=n), warp=False)
     assert torch.equal(target, target2)
+    # A sample's draws follow it: the second half alone (as another process would make it) matches.
+    half = n // 2
+    gens = sample_generators(1, "src", start=5 + half, count=n - half)
+    tail = augment(images[half:], masks[half:], spec, gens, warp=True)
+    assert all(torch.allclose(x[half:], y, atol=1e-6) for x, y in zip(a, tail, strict=True))
 
 
 def test_identity_augment_returns_the_faces():
     images, masks = _faces()
     spec = AugmentSpec(random_warp=False, rotation_deg=0, scale=0, shift=0)
-    warped, target, mask = augment(images, masks, spec, generator(0), warp=True)
+    gens = sample_generators(0, start=0, count=len(images))
+    warped, target, mask = augment(images, masks, spec, gens, warp=True)
     assert torch.allclose(target, images.float() / 255, atol=1e-5) and torch.equal(warped, target)
     assert torch.allclose(mask, masks.float() / 255, atol=1e-5)
 
@@ -201,3 +209,13 @@ def test_backups_rotate_newest_first_and_restore(tmp_path):
     folder.restore(slot)
     assert folder.load().state["iteration"] == 1
     assert folder.backups()[0][1]["iteration"] == 3  # the backups themselves are untouched
+
+
+def test_out_of_memory_is_recognised_however_the_allocator_words_it():
+    from facelab.train.trainer import is_oom
+
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))
+    assert is_oom(RuntimeError("could not create a primitive"))  # oneDNN's word for a failed workspace
+    assert not is_oom(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_oom(ValueError("out of memory"))

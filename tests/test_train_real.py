@@ -60,7 +60,7 @@ def test_resume_is_exact(train_ws: Path):
         assert torch.allclose(v, b.optimizer[k], atol=1e-6, rtol=1e-5), k
     pa, pb = a.state["history"], b.state["history"]
     assert np.allclose(np.array(pa["buckets"]), np.array(pb["buckets"]), atol=1e-6)
-    assert a.state["drawn"] == b.state["drawn"] and a.state["batches_drawn"] == b.state["batches_drawn"]
+    assert a.state["drawn"] == b.state["drawn"] and a.state["last_batch"] == b.state["last_batch"]
 
 
 def test_sigkill_at_any_moment_is_survivable(train_ws: Path):

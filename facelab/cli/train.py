@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
-from facelab import prompts
+from facelab import progress, prompts
 from facelab.cli.argtypes import int_in, positive_float
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
 from facelab.options import load_config
 from facelab.progress import say
-from facelab.train import catalog, model_options
+from facelab.train import catalog, distributed, model_options
 from facelab.train.checkpoint import CheckpointError, ModelFolder, model_folders
 from facelab.train.recipes import RECIPES, Recipe
 
@@ -52,6 +54,11 @@ def register_train(sub, common) -> None:
         "--device",
         default="auto",
         help="auto, cpu, cuda, cuda:N or mps (default: auto = a GPU if there is one)",
+    )
+    p.add_argument(
+        "--gpus",
+        metavar="IDS",
+        help="train on these CUDA GPUs together, e.g. 0,1 (DistributedDataParallel via torchrun)",
     )
     p.add_argument("--from", dest="from_model", metavar="OTHER",
                    help="start a new model from OTHER's weights (model reuse)")  # fmt: skip
@@ -103,6 +110,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     recipe = RECIPES[args.model]
     if args.opt == ["help"]:
         return _list_options(args.model)
+    ranks = distributed.from_env()
+    if ranks.enabled and not args.name:
+        raise UsageError("training in several processes needs --name (each process opens the same model)")
+    if not ranks.main:  # rank 0 talks to the user; the others only report errors
+        progress.set_quiet(True)
+        prompts.set_assume_yes(True)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if args.gpus:
+        if ranks.enabled:
+            raise UsageError("--gpus starts its own processes: use it without torchrun")
+        gpus = distributed.parse_gpus(args.gpus)
+        if len(gpus) > 1:
+            if not args.name:
+                raise UsageError("--gpus with several GPUs needs --name (every process opens the same model)")
+            return distributed.launch(gpus, _without_gpus(sys.argv[1:]))
+        args.device = f"cuda:{gpus[0]}"
     given = load_config(args.config, list(model_options.specs(args.model).values())) if args.config else {}
     given |= model_options.parse_pairs(args.model, args.opt)
     name = catalog.check_name(args.name) if args.name else choose_name(ws.model_dir, recipe)
@@ -138,6 +161,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(ws, recipe, name, opts)
     say(f"model {result.folder}: iteration {result.iteration}")
     return 0
+
+
+def _without_gpus(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--gpus":
+            skip = True
+        elif not a.startswith("--gpus="):
+            out.append(a)
+    return out
 
 
 def register_models(sub, common) -> None:

@@ -56,10 +56,11 @@ class AMPNet(nn.Module):
         mask[:, :k] = 1
         return mask
 
-    def random_mix(self, batch: int, g: torch.Generator) -> torch.Tensor:
-        """Training's mix: a random int(C * morph_factor) channels per sample from inter_src."""
-        k = int(self.inter_dims * self.morph_factor)
-        order = torch.rand(batch, self.inter_dims, generator=g).argsort(dim=1)
+    def random_mix(self, gens: list[torch.Generator]) -> torch.Tensor:
+        """Training's mix: a random int(C * morph_factor) channels per sample (one generator each)
+        from inter_src."""
+        batch, k = len(gens), int(self.inter_dims * self.morph_factor)
+        order = torch.stack([torch.rand(self.inter_dims, generator=g) for g in gens]).argsort(dim=1)
         mask = torch.zeros(batch, self.inter_dims)
         mask.scatter_(1, order[:, :k], 1.0)
         return mask.view(batch, self.inter_dims, 1, 1)

@@ -1,9 +1,10 @@
 """Batch sampling and augmentation, on the training device, from counter-based random numbers.
 
 Every random draw is a pure function of (run seed, side, counter): sample order comes from a
-seeded permutation per epoch, and each batch's warp/affine/flip from a generator seeded with
-its batch number. A resumed run therefore needs only the counters to continue exactly, and
-no random-number state has to be pickled.
+seeded permutation per epoch, and each sample's warp/affine/flip from a generator seeded with
+its position in the run's sample stream. A resumed run therefore needs only the counters to
+continue exactly, no random-number state has to be pickled, and a sample gets the same draws
+whichever batch or process (multi-GPU rank) it lands in.
 
 The augmentation is the reference tool's: a random warp on a 2/4/8-cell grid (the network's
 input only), then a random rotation/scale/shift and an optional horizontal flip (input, target
@@ -29,6 +30,11 @@ def generator(*parts: int | str) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(derive_seed(*parts))
     return g
+
+
+def sample_generators(*parts: int | str, start: int, count: int) -> list[torch.Generator]:
+    """One generator per sample position start .. start + count - 1."""
+    return [generator(*parts, p) for p in range(start, start + count)]
 
 
 class EpochSampler:
@@ -99,18 +105,18 @@ def _warp_field(res: int, g: torch.Generator) -> torch.Tensor:
 
 
 def augment(
-    images: torch.Tensor, face_masks: torch.Tensor, spec: AugmentSpec, g: torch.Generator, warp: bool
+    images: torch.Tensor, face_masks: torch.Tensor, spec: AugmentSpec, gens: list[torch.Generator], warp: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(network input, target, target mask) as float in [0, 1] from uint8 images and masks."""
+    """(network input, target, target mask) as float in [0, 1] from uint8 images and masks;
+    `gens` holds one generator per sample."""
     b, _, res, _ = images.shape
     dev = images.device
-    angle = (torch.rand(b, generator=g) * 2 - 1) * math.radians(spec.rotation_deg)
-    scale = 1 + (torch.rand(b, generator=g) * 2 - 1) * spec.scale
-    shift = (torch.rand(b, 2, generator=g) * 2 - 1) * spec.shift * 2
-    flip = (
-        torch.rand(b, generator=g) < spec.flip_prob if spec.random_flip else torch.zeros(b, dtype=torch.bool)
-    )
-    fields = torch.stack([_warp_field(res, g) for _ in range(b)]) if warp and spec.random_warp else None
+    u = torch.stack([torch.rand(5, generator=g) for g in gens]) * 2 - 1  # uniform in [-1, 1)
+    angle = u[:, 0] * math.radians(spec.rotation_deg)
+    scale = 1 + u[:, 1] * spec.scale
+    shift = u[:, 2:4] * spec.shift * 2
+    flip = (u[:, 4] + 1) / 2 < spec.flip_prob if spec.random_flip else torch.zeros(b, dtype=torch.bool)
+    fields = torch.stack([_warp_field(res, g) for g in gens]) if warp and spec.random_warp else None
 
     # Output pixel q comes from source point p = R(-angle) (q - shift) / scale (after undoing the flip).
     q = _pixel_grid(res, dev).expand(b, res, res, 2).clone()

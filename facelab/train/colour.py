@@ -32,9 +32,10 @@ def colour_transfer(
     return _to_torch(np.clip(out * 255 + 0.5, 0, 255).astype(np.uint8), src_u8)
 
 
-def hsv_jitter(batch: torch.Tensor, power: float, g: torch.Generator) -> torch.Tensor:
-    """Shift hue by up to +-power/2 of the circle, saturation and value by up to +-power/2."""
-    shifts = (torch.rand(batch.shape[0], 3, generator=g) * 2 - 1) * power / 2
+def hsv_jitter(batch: torch.Tensor, power: float, gens: list[torch.Generator]) -> torch.Tensor:
+    """Shift hue by up to +-power/2 of the circle, saturation and value by up to +-power/2
+    (one generator per sample)."""
+    shifts = (torch.stack([torch.rand(3, generator=g) for g in gens]) * 2 - 1) * power / 2
     imgs = _to_np(batch)
     out = np.empty_like(imgs)
     for i, (img, (dh, ds, dv)) in enumerate(zip(imgs, shifts.tolist(), strict=True)):

@@ -1,5 +1,6 @@
-"""SAEHD's optional loss terms: GAN (UNet patch discriminator on src), true face (code
-discriminator, DF only), face style and background style. Each is off at power 0 and costs
+"""SAEHD's and AMP's extra loss terms: GAN (UNet patch discriminator on src; AMP: on src and dst),
+true face (code discriminator, DF only), face style and background style, and AMP's always-on
+dst background and total-variation terms. Each is off at power 0 and costs
 nothing then. Discriminator weights and optimiser states are saved beside the model's under
 the prefixes below, and a discriminator whose settings changed starts fresh.
 """
@@ -10,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from facelab.models.discriminators import CodeDiscriminator, UNetPatchDiscriminator
-from facelab.train.losses import dssim, gaussian_blur, mse
+from facelab.train.distributed import average_gradients
+from facelab.train.losses import dssim, gaussian_blur, mse, soft_face_mask
 from facelab.train.optim import OPTIMIZERS
 
 GAN, CODE = "gan.", "code_d."
@@ -20,6 +22,13 @@ AUX_PREFIXES = (GAN, CODE)
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     logits = logits.float()
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def _tv(pred: torch.Tensor) -> torch.Tensor:
+    """Total variation (mean squared neighbour differences)."""
+    return (pred[..., 1:, :] - pred[..., :-1, :]).pow(2).mean() + (pred[..., 1:] - pred[..., :-1]).pow(
+        2
+    ).mean()
 
 
 def style_loss(a: torch.Tensor, b: torch.Tensor, radius: int, weight: float) -> torch.Tensor:
@@ -48,6 +57,15 @@ class Extras:
             self.opts[prefix] = opt(list(net.named_parameters()), lr=recipe.lr, seed=seed)
 
     @property
+    def gan_sides(self) -> tuple[str, ...]:
+        return ("src", "dst") if self.r.loss == "amp" else ("src",)
+
+    @property
+    def active(self) -> bool:
+        """Whether generator_terms adds anything this run."""
+        return bool(self.nets) or self.needs_swap or self.r.loss == "amp"
+
+    @property
     def needs_swap(self) -> bool:
         return bool(self.r.face_style_power or self.r.bg_style_power)
 
@@ -55,14 +73,18 @@ class Extras:
     def needs_codes(self) -> bool:
         return CODE in self.nets
 
-    def generator_terms(self, out: dict, batches: dict) -> torch.Tensor:
-        """Extra generator loss (a scalar) for this step."""
+    @staticmethod
+    def soft_masks(batches: dict) -> dict[str, torch.Tensor]:
+        """Each side's soft face mask, made once per step for the generator and discriminator terms."""
+        return {side: soft_face_mask(masks) for side, (_, _, masks) in batches.items()}
+
+    def generator_terms(self, out: dict, batches: dict, soft: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Extra generator loss (a scalar) for this step; `soft` from soft_masks(batches)."""
         r = self.r
-        _, target_src, mask_src = batches["src"]
-        _, target_dst, mask_dst = batches["dst"]
+        _, target_src, _ = batches["src"]
+        _, target_dst, _ = batches["dst"]
         total = torch.zeros((), device=target_src.device)
-        soft_src = self.soft(mask_src)
-        soft_dst = self.soft(mask_dst)
+        soft_src, soft_dst = soft["src"], soft["dst"]
         if r.face_style_power:
             swap = out["swap"].float() * soft_dst
             weight = 10000 * r.face_style_power / 100
@@ -71,32 +93,39 @@ class Extras:
             p, anti = r.bg_style_power / 100, 1 - soft_dst
             a, b = out["swap"].float() * anti, target_dst * anti
             total = total + (10 * p * dssim(a, b, int(self.res / 11.6)) + 10 * p * mse(a, b)).mean()
+        if r.loss == "amp":  # the reference's AMP keeps dst's background and smoothness
+            pred, anti = out["dst"].float(), 1 - soft_dst
+            total = total + 0.1 * mse(pred * anti, target_dst * anti).mean() + 1e-6 * _tv(pred)
         if GAN in self.nets:
-            fake = out["src"].float() * soft_src if r.masked_training else out["src"].float()
-            center, pixel = self.nets[GAN](fake)
-            total = total + r.gan_power * (_bce(center, 1.0) + _bce(pixel, 1.0))
-            if r.masked_training:  # keep the GAN from painting speckles outside the face
+            for side in self.gan_sides:
+                fake = out[side].float() * soft[side] if r.masked_training else out[side].float()
+                center, pixel = self.nets[GAN](fake)
+                total = total + r.gan_power * (_bce(center, 1.0) + _bce(pixel, 1.0))
+            if r.masked_training and r.loss != "amp":  # keep the GAN from painting speckles outside the face
                 pred = out["src"].float()
-                tv = (pred[..., 1:, :] - pred[..., :-1, :]).pow(2).mean() + (
-                    pred[..., 1:] - pred[..., :-1]
-                ).pow(2).mean()
                 total = (
-                    total + 1e-6 * tv + 0.02 * mse(pred * (1 - soft_src), target_src * (1 - soft_src)).mean()
+                    total
+                    + 1e-6 * _tv(pred)
+                    + 0.02 * mse(pred * (1 - soft_src), target_src * (1 - soft_src)).mean()
                 )
         if CODE in self.nets:
             total = total + r.true_face_power * _bce(self.nets[CODE](out["src_code"].float()), 1.0)
         return total
 
-    def discriminator_step(self, out: dict, batches: dict, step: int, lr: float) -> None:
+    def discriminator_step(self, out: dict, batches: dict, soft: dict[str, torch.Tensor], step: int,
+                           lr: float) -> None:  # fmt: skip
         for opt in self.opts.values():  # drop what the generator's loss left in the discriminators
             opt.zero_grad()
-        _, target_src, mask_src = batches["src"]
         if GAN in self.nets:
-            soft = self.soft(mask_src) if self.r.masked_training else 1.0
-            real, fake = target_src * soft, out["src"].detach().float() * soft
-            (real_c, real_p), (fake_c, fake_p) = self.nets[GAN](real), self.nets[GAN](fake)
-            loss = (_bce(real_c, 1.0) + _bce(real_p, 1.0) + _bce(fake_c, 0.0) + _bce(fake_p, 0.0)) / 4
+            terms = []
+            for side in self.gan_sides:
+                target, weight = batches[side][1], soft[side] if self.r.masked_training else 1.0
+                real, fake = target * weight, out[side].detach().float() * weight
+                (real_c, real_p), (fake_c, fake_p) = self.nets[GAN](real), self.nets[GAN](fake)
+                terms += [_bce(real_c, 1.0), _bce(real_p, 1.0), _bce(fake_c, 0.0), _bce(fake_p, 0.0)]
+            loss = sum(terms) / len(terms)  # over 4 terms (SAEHD) or 8 (AMP), as the reference
             loss.backward()
+            average_gradients(self.nets[GAN].parameters())
             self.opts[GAN].step(step, lr)
             self.opts[GAN].zero_grad()
         if CODE in self.nets:
@@ -105,11 +134,9 @@ class Extras:
                 d(out["src_code"].detach().float()), 0.0
             )
             loss.backward()
+            average_gradients(d.parameters())
             self.opts[CODE].step(step, lr)
             self.opts[CODE].zero_grad()
-
-    def soft(self, masks: torch.Tensor) -> torch.Tensor:
-        return gaussian_blur(masks[:, :1].float(), max(1, self.res // 32)).clamp(0, 0.5) * 2
 
     # ------------------------------------------------------------------ saving
     def weights(self) -> dict[str, torch.Tensor]:

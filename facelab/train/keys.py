@@ -1,4 +1,5 @@
-"""Single-key commands on a terminal (s, b, p, Enter) without blocking the training loop."""
+"""Single-key commands (s, b, p, Enter) without blocking the training loop: from the terminal, or
+from a `command` file in the model folder (how `facelab ui` presses them for a trainer it started)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import queue
 import select
 import sys
 import threading
+from pathlib import Path
+
+from facelab.fsutil import write_bytes_atomic
 
 try:
     import termios
@@ -25,13 +29,14 @@ def usable() -> bool:
 class KeyReader:
     """Reads keys in a thread while the terminal is in cbreak mode; `poll()` returns one or None."""
 
-    def __init__(self):
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
         self.keys: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
         self._saved = None
 
     def __enter__(self) -> KeyReader:
-        if usable():
+        if self.enabled and usable():
             fd = sys.stdin.fileno()
             self._saved = termios.tcgetattr(fd)
             tty.setcbreak(fd)
@@ -55,3 +60,24 @@ class KeyReader:
         self._stop.set()
         if self._saved is not None:
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._saved)
+
+
+COMMANDS = ("s", "b", "p", "enter")
+COMMAND_FILE = "command"
+
+
+def send_command(folder: Path, key: str) -> None:
+    """Ask the trainer of `folder` to act on `key` at its next iteration."""
+    if key not in COMMANDS:
+        raise ValueError(f"unknown trainer command {key!r} (one of {', '.join(COMMANDS)})")
+    write_bytes_atomic(folder / COMMAND_FILE, key.encode(), fsync=False)
+
+
+def take_command(folder: Path) -> str | None:
+    path = folder / COMMAND_FILE
+    try:
+        key = path.read_text().strip()
+        path.unlink()
+    except OSError:
+        return None
+    return key if key in COMMANDS else None

@@ -62,6 +62,12 @@ def masked_face_loss(
     return loss + 10 * mse(blurred, pred_mask)
 
 
+def soft_face_mask(masks: torch.Tensor) -> torch.Tensor:
+    """The face hull (channel 0 of `masks`) blurred by res/32 and doubled below 0.5: 1 inside the
+    face, falling off softly outside it. SAEHD's loss weight, and what its extra terms mask with."""
+    return gaussian_blur(masks[:, :1].float(), max(1, masks.shape[-1] // 32)).clamp(0, 0.5) * 2
+
+
 def saehd_face_loss(
     pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
     masked: bool, eyes_mouth_prio: bool, blur_out_mask: bool = False, two_windows: bool = False,
@@ -69,12 +75,12 @@ def saehd_face_loss(
     """Per-sample SAEHD loss: DSSIM (one window below 256 px, two from 256 up) + 10*MSE on the face
     (mask-weighted when `masked`), 300*MAE on eyes and mouth when prioritised, 10*MSE of the mask.
 
-    `masks` holds the face hull (channel 0) and the eyes/mouth region (channel 1). The face mask is
-    blurred (radius res/32) and doubled below 0.5, so the weight falls off softly outside the hull.
+    `masks` holds the face hull (channel 0) and the eyes/mouth region (channel 1). The face is
+    weighted by soft_face_mask.
     """
     res = target.shape[-1]
     face_mask = masks[:, :1].float()
-    soft = gaussian_blur(face_mask, max(1, res // 32)).clamp(0, 0.5) * 2
+    soft = soft_face_mask(masks)
     t, p = target.float(), pred.float()
     if blur_out_mask:  # outside the face, learn only a blur of the surroundings
         hard = (face_mask > 0.5).float()

@@ -45,6 +45,10 @@ SAEHD = [
     Option("d_dims", int, 64, "decoder width", range=(16, 256), changeable=False, check=_even),
     Option("d_mask_dims", int, 22, "mask decoder width", range=(16, 256), changeable=False, check=_even),
     Option("batch_size", int, 8, "faces per side per iteration", range=(1, 256)),
+    Option("target_iter", int, 0, "stop at this iteration (0 = train until stopped)", range=(0, 10**9)),
+    Option("autobackup_hour", float, 0.0, "back up into _autobackups/01..24 every N hours (0 = only on b)",
+           range=(0.0, 24.0)),
+    Option("write_preview_history", bool, False, "keep a preview image every 10 iterations in history/"),
     Option("random_src_flip", bool, False, "mirror src faces at random (more angles, less likeness)"),
     Option("random_dst_flip", bool, True, "mirror dst faces at random"),
     Option("masked_training", bool, True, "learn only the face inside the mask"),
@@ -84,8 +88,9 @@ AMP = [
     _SHARED["e_dims"], _SHARED["d_dims"], _SHARED["d_mask_dims"],
     Option("morph_factor", float, 0.5, "share of src channels mixed in training", range=(0.1, 0.5),
            changeable=False),
-] + [_SHARED[n] for n in ("batch_size", "random_src_flip", "random_dst_flip", "uniform_yaw", "blur_out_mask",
-                          "lr_dropout", "random_warp", "gan_power", "gan_patch_size", "gan_dims", "ct_mode",
+] + [_SHARED[n] for n in ("batch_size", "target_iter", "autobackup_hour", "write_preview_history",
+                          "random_src_flip", "random_dst_flip", "uniform_yaw", "blur_out_mask", "lr_dropout",
+                          "random_warp", "gan_power", "gan_patch_size", "gan_dims", "ct_mode",
                           "clipgrad")]  # fmt: skip
 
 OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD, "amp": AMP}
@@ -168,17 +173,29 @@ def override_window(seconds: float = 2.0) -> bool:
     return bool(ready)
 
 
-def for_resumed_model(model: str, saved: dict, given: dict, override: bool) -> dict:
+def saved_options(model: str, saved: dict) -> dict:
+    """A model's saved options, checked, with the defaults of options added since it was saved."""
     known = specs(model)
     options = {k: known[k].parse(v) for k, v in saved.items() if k in known}
-    options = {name: options.get(name, opt.default) for name, opt in known.items()}
-    fixed = [k for k, v in given.items() if not known[k].changeable and v != options[k]]
+    return {name: options.get(name, opt.default) for name, opt in known.items()}
+
+
+def refuse_fixed(model: str, current: dict, given: dict) -> None:
+    """UsageError naming the options in `given` that would change a fixed option of `current`."""
+    known = specs(model)
+    fixed = [k for k, v in given.items() if not known[k].changeable and v != current[k]]
     if fixed:
         names = ", ".join(o.name for o in known.values() if not o.changeable)
         raise UsageError(
             f"{', '.join(fixed)} cannot change after the model is created (fixed: {names}); "
             "train a new model to change them"
         )
+
+
+def for_resumed_model(model: str, saved: dict, given: dict, override: bool) -> dict:
+    known = specs(model)
+    options = saved_options(model, saved)
+    refuse_fixed(model, options, given)
     options |= given
     if known and (override or override_window()):
         for name, opt in known.items():

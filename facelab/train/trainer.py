@@ -5,12 +5,15 @@ draw a batch (every n-th iteration re-uses the last one unwarped), forward under
 precision, losses in float32, backward, optimiser step; it saves on a timer, at the target
 iteration, on `s`/Enter, and on Ctrl-C or SIGTERM. A checkpoint holds the architecture, the
 weights, the optimiser state, the iteration, the loss history and the random-number counters,
-so a resumed run continues exactly where the saved one stopped.
+so a resumed run continues exactly where the saved one stopped. Under torchrun every rank runs
+this same loop on its share of each batch (see distributed.py); they agree on the losses and on
+every save/stop decision once per iteration, and only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -18,7 +21,7 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -33,8 +36,8 @@ from facelab.models import create_model
 from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.blocks import glorot_
 from facelab.models.registry import model_options as arch_options
-from facelab.train import keys, model_options, preview
-from facelab.train.augment import EpochSampler, YawSampler, augment, generator
+from facelab.train import distributed, keys, model_options, preview
+from facelab.train.augment import EpochSampler, YawSampler, augment, generator, sample_generators
 from facelab.train.checkpoint import CONFIG, PREVIEW, CheckpointError, ModelFolder
 from facelab.train.colour import colour_transfer, hsv_jitter
 from facelab.train.data import FaceSamples, load_samples
@@ -46,6 +49,10 @@ from facelab.train.recipes import Recipe, with_options
 from facelab.workspace import Workspace
 
 SIDES = ("src", "dst")
+# TrainOptions fields that SAEHD and AMP keep as model options of these names.
+FLAG_OPTIONS = {"target_iter": "target_iter", "backup_every_hours": "autobackup_hour",
+                "preview_history": "write_preview_history"}  # fmt: skip
+LIVE = "live.json"  # progress for `facelab ui`, rewritten every few seconds while training
 
 
 @dataclass
@@ -106,19 +113,27 @@ def pick_precision(choice: str, device: torch.device) -> str:
     return "fp32"
 
 
+# How allocators report a failed allocation. oneDNN (PyTorch's CPU convolutions) says only that it
+# "could not create a primitive" when its workspace cannot be allocated, so that counts as well.
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "could not create a primitive")
+
+
 def is_oom(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+        isinstance(exc, RuntimeError) and any(m in text for m in OOM_MESSAGES)
     )
 
 
 class Session:
     """One model being trained: network, optimiser, data, counters."""
 
-    def __init__(self, ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions):
-        self.ws, self.folder, self.opts = ws, folder, opts
+    def __init__(self, ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions,
+                 ranks: distributed.Ranks = distributed.Ranks()):  # fmt: skip
+        self.ws, self.folder, self.opts, self.ranks = ws, folder, opts, ranks
         self.options = self._resolve_options(recipe)
+        if self.options:  # SAEHD and AMP keep these in the model (their flags set the options)
+            self.opts = opts = replace(opts, **{f: self.options[k] for f, k in FLAG_OPTIONS.items()})
         self.recipe = with_options(recipe, self.options)
         self.device = pick_device(opts.device)
         self.precision = pick_precision(opts.precision, self.device)
@@ -158,17 +173,18 @@ class Session:
 
     def _resolve_options(self, base: Recipe) -> dict:
         """This model's options: saved (resume) or chosen now (new); {} for Quick96."""
+        o = self.opts
+        given = dict(o.model_options)
+        if model_options.specs(base.model):  # a flag that is given wins over the same --opt
+            given |= {k: getattr(o, f) for f, k in FLAG_OPTIONS.items() if getattr(o, f)}
         if self.folder.exists():
             saved = self.folder.read_json(CONFIG).get("options", {})
-            return model_options.for_resumed_model(
-                base.model, saved, self.opts.model_options, self.opts.override
-            )
-        if self.opts.from_model:
-            other = ModelFolder.of(self.folder.path.parent, self.opts.from_model, base.class_name)
+            return model_options.for_resumed_model(base.model, saved, given, o.override)
+        if o.from_model:
+            other = ModelFolder.of(self.folder.path.parent, o.from_model, base.class_name)
             saved = other.read_json(CONFIG).get("options", {}) if other.exists() else {}
-            return model_options.for_resumed_model(base.model, saved, self.opts.model_options, False)
-        options = model_options.for_new_model(base.model, base.class_name, self.folder.path.parent,
-                                              self.opts.model_options)  # fmt: skip
+            return model_options.for_resumed_model(base.model, saved, given, False)
+        options = model_options.for_new_model(base.model, base.class_name, self.folder.path.parent, given)
         if options:
             keys = arch_options(base.model)
             self.opts.arch = {k: options[k] for k in keys if k in options} | self.opts.arch
@@ -193,11 +209,18 @@ class Session:
         self.model = create_model(self.recipe.model, **arch).to(self.device)
         if self.precision == "bf16":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = self.model  # what the training step calls: the model, or its DDP wrapper
         optimizer = OPTIMIZERS[self.recipe.optimizer]
         # AMP's inters keep their random initial weights, as in the reference.
         params = [(n, p) for n, p in self.model.named_parameters() if not n.startswith(FROZEN_PREFIXES)]
         self.opt = optimizer(params, lr=self.recipe.lr, lr_dropout=self.recipe.lr_dropout, seed=self.seed)
         self.extras = Extras(self.recipe, self.model, self.seed, self.device)
+
+    def distribute(self) -> None:
+        """Wrap the model in DDP: a collective step, so every rank calls it at the same point."""
+        if self.ranks.enabled:
+            ids = [self.device] if self.device.type == "cuda" else None
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def _create(self) -> None:
         self.seed = self.opts.seed if self.opts.seed is not None else secrets.randbits(62)
@@ -227,8 +250,7 @@ class Session:
         }
         self.iteration, self.elapsed = 0, 0.0
         self.batch = self.recipe.batch
-        self.drawn = {s: 0 for s in SIDES}  # samples drawn so far per side
-        self.batches_drawn = 0
+        self.drawn = {s: 0 for s in SIDES}  # samples drawn so far per side (all ranks together)
         self.last_batch: dict | None = None
         self.history = LossHistory(2)
         self.preview_faces: dict[str, list[str]] = {}
@@ -265,7 +287,7 @@ class Session:
         self.config |= {"options": self.options, "training": self.recipe.to_json()}
         self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed_s"])
         self.batch = int(state["batch"])
-        self.drawn, self.batches_drawn = dict(state["drawn"]), int(state["batches_drawn"])
+        self.drawn = dict(state["drawn"])
         self.last_batch = state.get("last_batch")
         self.history = LossHistory.from_json(state["history"])
         self.preview_faces = state.get("preview_faces", {})
@@ -281,7 +303,7 @@ class Session:
         self.opt = type(self.opt)(list(self.model.named_parameters()), lr=self.recipe.lr,
                                   lr_dropout=self.recipe.lr_dropout, seed=self.seed)  # fmt: skip
         self.iteration, self.history = 0, LossHistory(2)
-        self.drawn, self.batches_drawn, self.last_batch = {s: 0 for s in SIDES}, 0, None
+        self.drawn, self.last_batch = {s: 0 for s in SIDES}, None
         progress.say(f"pretraining ended: {', '.join(inters)} re-initialised, iteration reset to 0")
 
     def state(self) -> dict:
@@ -291,7 +313,7 @@ class Session:
             "seed": self.seed,
             "batch": self.batch,
             "drawn": self.drawn,
-            "batches_drawn": self.batches_drawn,
+            "ranks": self.ranks.world,
             "last_batch": self.last_batch,
             "history": self.history.to_json(),
             "preview_faces": self.preview_faces,
@@ -321,20 +343,23 @@ class Session:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _side_batch(self, side: str, start: int, batch_no: int, size: int, warp: bool):
+    def _side_batch(self, side: str, start: int, size: int, warp: bool):
+        """This rank's share of one batch: sample positions start + rank*size onwards, each with
+        its own random draws, so the split over ranks does not change what is drawn."""
         data: FaceSamples = self.data[side]
-        idx = self.samplers[side].indices(start, size).to(self.device)
-        g = generator(self.seed, side, "augment", batch_no)
+        first = start + self.ranks.rank * size
+        idx = self.samplers[side].indices(first, size).to(self.device)
         images, masks = data.images[idx], data.masks[idx]
         r = self.recipe
         if side == "src" and r.ct_mode != "none":  # recolour toward random dst faces
-            pick = torch.randint(
-                len(self.data["dst"]), (size,), generator=generator(self.seed, "ct", batch_no)
-            )
+            gens = sample_generators(self.seed, "ct", start=first, count=size)
+            pick = torch.cat([torch.randint(len(self.data["dst"]), (1,), generator=g) for g in gens])
             images = colour_transfer(images, self.data["dst"].images[pick.to(self.device)], masks, r.ct_mode)
-        warped, target, mask = augment(images, masks, r.augment_for(side), g, warp)
+        gens = sample_generators(self.seed, side, "augment", start=first, count=size)
+        warped, target, mask = augment(images, masks, r.augment_for(side), gens, warp)
         if side == "src" and r.hsv_power:
-            warped = hsv_jitter(warped, r.hsv_power, generator(self.seed, "hsv", batch_no))
+            hsv = sample_generators(self.seed, "hsv", start=first, count=size)
+            warped = hsv_jitter(warped, r.hsv_power, hsv)
         return warped, target, mask
 
     def next_batches(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -342,13 +367,10 @@ class Session:
         every = self.recipe.repeat_unwarped_every
         repeat = every and self.iteration % every == 0 and self.last_batch is not None
         if not repeat:
-            self.last_batch = {"start": dict(self.drawn), "batch_no": self.batches_drawn, "size": self.batch}
-            self.drawn = {s: self.drawn[s] + self.batch for s in SIDES}
-            self.batches_drawn += 1
+            self.last_batch = {"start": dict(self.drawn), "size": self.batch}
+            self.drawn = {s: self.drawn[s] + self.batch * self.ranks.world for s in SIDES}
         lb = self.last_batch
-        return {
-            s: self._side_batch(s, lb["start"][s], lb["batch_no"], lb["size"], warp=not repeat) for s in SIDES
-        }
+        return {s: self._side_batch(s, lb["start"][s], lb["size"], warp=not repeat) for s in SIDES}
 
     def loss(self, pred, pred_mask, target, masks) -> torch.Tensor:
         r = self.recipe
@@ -366,7 +388,8 @@ class Session:
             return self.recipe.lr
         return self.recipe.lr * (math.cos(2 * math.pi * self.iteration / self.recipe.lr_cycle) + 1) / 2
 
-    def train_step(self, batches) -> tuple[float, float]:
+    def train_step(self, batches) -> list[float]:
+        """One optimiser step; returns this rank's [src loss, dst loss]."""
         (warped_src, target_src, mask_src), (warped_dst, target_dst, mask_dst) = (
             batches["src"],
             batches["dst"],
@@ -376,18 +399,19 @@ class Session:
             warped_dst = warped_dst.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             mix = {}
-            if self.model.kind == "amp":  # a fresh random channel mix per sample, from the run's seed
-                mix["mix"] = self.model.random_mix(
-                    warped_src.shape[0], generator(self.seed, "mix", self.iteration)
-                )
-            out = self.model(warped_src, warped_dst, swap=self.extras.needs_swap,
+            if self.model.kind == "amp":  # a random channel mix per sample, by its row in the whole batch
+                rows = sample_generators(self.seed, "mix", self.iteration, start=self.ranks.rank * self.batch,
+                                         count=warped_src.shape[0])  # fmt: skip
+                mix["mix"] = self.model.random_mix(rows)
+            out = self.net(warped_src, warped_dst, swap=self.extras.needs_swap,
                              with_codes=self.extras.needs_codes, **mix)  # fmt: skip
         # Losses in float32, outside autocast.
         src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
         dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
         total = src_loss + dst_loss
-        if self.extras.nets or self.extras.needs_swap:
-            total = total + self.extras.generator_terms(out, batches)
+        if self.extras.active:
+            soft = self.extras.soft_masks(batches)
+            total = total + self.extras.generator_terms(out, batches, soft)
         total.backward()
         src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
         if self.recipe.clipgrad:
@@ -395,12 +419,10 @@ class Session:
         lr = self.learning_rate()
         self.opt.step(self.iteration, lr)
         if self.extras.nets:
-            self.extras.discriminator_step(out, batches, self.iteration, lr)
+            self.extras.discriminator_step(out, batches, soft, self.iteration, lr)
         self.opt.zero_grad()
         self.iteration += 1
-        losses = [src_loss.item(), dst_loss.item()]
-        self.history.add(self.iteration, losses)
-        return losses[0], losses[1]
+        return [src_loss.item(), dst_loss.item()]
 
     # ------------------------------------------------------------------ outputs
     @torch.no_grad()
@@ -408,8 +430,12 @@ class Session:
         faces = {s: self.data[s].images[self.preview_idx[s]].float().div(255) for s in SIDES}
         with self.autocast():
             out = self.model(faces["src"], faces["dst"])
-        columns = [faces["src"], out["src"], faces["dst"], out["dst"], out["swap"]]
         title = f"{self.recipe.class_name} '{self.folder.name}'"
+        points = self.history.points()
+        if self.model.kind == "amp":
+            legend = "src src->src dst / dst->dst swap masked | dst->dst, morph .25-1"
+            return preview.compose(title, self.iteration, points, self._amp_grid(faces, out), legend)
+        columns = [faces["src"], out["src"], faces["dst"], out["dst"], out["swap"]]
         masked = None
         if self.recipe.loss == "saehd":  # the reference's second preview: everything through its mask
             hull = {s: self.data[s].masks[self.preview_idx[s], :1].float().div(255) for s in SIDES}
@@ -417,9 +443,28 @@ class Session:
                       out["dst"] * out["dst_mask"],
                       out["swap"] * out["swap_mask"] * out["dst_mask"]]  # fmt: skip
             masked = [preview.to_uint8(c) for c in masked]
-        return preview.compose(
-            title, self.iteration, self.history.points(), [preview.to_uint8(c) for c in columns], masked
+        grid = preview.rows_grid([preview.to_uint8(c) for c in columns], masked)
+        return preview.compose(title, self.iteration, points, grid, preview.ROWS_LEGEND)
+
+    def _amp_grid(self, faces: dict, out: dict):
+        """The reference's AMP previews for the first preview face: a 2x3 grid at morph 1.0, and
+        dst->dst with the swap at each morph value of the list."""
+        dst = faces["dst"][:1]
+        with self.autocast():
+            swaps = {m: self.model.swap(dst, morph=m) for m in preview.MORPHS}
+        face, mask, dst_mask = swaps[1.0]
+
+        def img(t):
+            return preview.to_uint8(t[:1])[0]
+
+        cells = [("src", img(faces["src"])), ("src->src", img(out["src"])), ("dst", img(dst)),
+                 ("dst->dst", img(out["dst"])), ("swap 1.0", img(face)),
+                 ("swap masked", img(face * mask * dst_mask))]  # fmt: skip
+        grid = preview.labelled_grid(cells, 3)
+        morphs = preview.labelled_grid(
+            [("dst->dst", img(out["dst"]))] + [(f"morph {m:g}", img(swaps[m][0])) for m in preview.MORPHS], 3
         )
+        return preview.side_by_side(grid, morphs)
 
     def write_preview(self) -> None:
         if not self.opts.preview:
@@ -434,6 +479,12 @@ class Session:
         ok, jpg = cv2.imencode(".jpg", self.render_preview(), [cv2.IMWRITE_JPEG_QUALITY, 85])
         if ok:
             write_bytes_atomic(folder / f"{self.iteration:07d}.jpg", jpg.tobytes(), fsync=False)
+
+    def write_live(self, ms_per_iter: float, running: bool) -> None:
+        live = {"iteration": self.iteration, "ms_per_iter": round(ms_per_iter, 1), "batch": self.batch,
+                "target_iter": self.opts.target_iter, "running": running, "pid": os.getpid(),
+                "updated": time.time(), "points": self.history.points()}  # fmt: skip
+        write_bytes_atomic(self.folder.path / LIVE, json.dumps(live).encode(), fsync=False)
 
     def summary(self) -> str:
         params = sum(p.numel() for p in self.model.parameters())
@@ -468,13 +519,13 @@ class Session:
 class StatusLine:
     """`[HH:MM:SS][#iteration][ms/iter][src loss][dst loss]`, in place on a terminal."""
 
-    def __init__(self, every_s: float):
+    def __init__(self, every_s: float, silent: bool = False):
         self.tty = sys.stdout.isatty()
-        self.every_s, self.last = every_s, 0.0
+        self.every_s, self.last, self.silent = every_s, 0.0, silent
 
     def update(self, it: int, ms: float, src: float, dst: float) -> None:
         text = f"[{time.strftime('%H:%M:%S')}][#{it:06d}][{ms:04.0f}ms][{src:.4f}][{dst:.4f}]"
-        if progress.is_quiet():
+        if progress.is_quiet() or self.silent:
             return
         if self.tty:
             sys.stdout.write("\r" + text)
@@ -484,14 +535,17 @@ class StatusLine:
             self.last = time.monotonic()
 
     def line(self, text: str) -> None:
+        if self.silent:
+            return
         if self.tty:
             sys.stdout.write("\r\033[K")
         print(text, flush=True)
 
 
-def _open_session(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions) -> Session:
+def _open_session(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions,
+                  ranks: distributed.Ranks) -> Session:  # fmt: skip
     try:
-        return Session(ws, recipe, folder, opts)
+        return Session(ws, recipe, folder, opts, ranks)
     except CheckpointError as exc:
         backups = folder.backups()
         hint = (
@@ -504,21 +558,38 @@ def _open_session(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: Trai
 
 
 def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> TrainResult:
-    torch.set_num_threads(
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    )
+    ranks = distributed.from_env()
+    opts = replace(opts, device=distributed.device_for(ranks, opts.device))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, cores // ranks.local_world))
     folder = ModelFolder.of(ws.model_dir, name, recipe.class_name)
-    new_folder = not folder.path.exists()
+    distributed.setup(ranks, pick_device(opts.device))
     try:
-        with folder.lock() as note:
-            if note:
-                progress.say(note)
-            folder.recover()
-            session = _open_session(ws, recipe, folder, opts)
-            return _loop(session, opts)
+        if not ranks.main:
+            # Rank 0 resolves the options, creates or resumes the model and saves it; the others
+            # then open that saved model as it is.
+            distributed.barrier()
+            plain = replace(opts, model_options={}, override=False, from_model=None, arch={}, seed=None)
+            session = _open_session(ws, recipe, folder, plain, ranks)
+            session.distribute()
+            return _loop(session)
+        new_folder = not folder.path.exists()
+        try:
+            with folder.lock() as note:
+                if note:
+                    progress.say(note)
+                folder.recover()
+                session = _open_session(ws, recipe, folder, opts, ranks)
+                if ranks.enabled:
+                    session.save()
+                    distributed.barrier()
+                    session.distribute()
+                return _loop(session)
+        finally:
+            if new_folder and not folder.exists():  # failed before its first save: leave no empty model
+                shutil.rmtree(folder.path, ignore_errors=True)
     finally:
-        if new_folder and not folder.exists():  # failed before its first save: leave no empty model behind
-            shutil.rmtree(folder.path, ignore_errors=True)
+        distributed.shutdown()
 
 
 def _finished(s: Session, opts: TrainOptions) -> bool:
@@ -532,8 +603,9 @@ def _target_text(opts: TrainOptions) -> str:
     return ", ".join(parts + ([f"{opts.max_minutes:g} minutes of training"] if opts.max_minutes else []))
 
 
-def _loop(s: Session, opts: TrainOptions) -> TrainResult:
-    status = StatusLine(opts.status_every_s)
+def _loop(s: Session) -> TrainResult:
+    main, opts = s.ranks.main, s.opts
+    status = StatusLine(opts.status_every_s, silent=not main)
     if _finished(s, opts):
         status.line(
             f"{s.folder} is at iteration {s.iteration}, which reaches the target ({_target_text(opts)}): "
@@ -544,6 +616,7 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
         f"{'Resuming' if s.iteration else 'Starting'} {s.recipe.class_name} '{s.folder.name}' at iteration "
         f"{s.iteration}: batch {s.batch}, {s.device} {s.precision}, faces src {len(s.data['src'])} / "
         f"dst {len(s.data['dst'])}"
+        + (f", {s.ranks.world} processes" if s.ranks.enabled else "")
         + (" (Enter saves and exits; s save, b backup, p preview)" if keys.usable() else "")
     )
     if not s.iteration:
@@ -553,19 +626,20 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
         s.stop_requested = True
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    last_save = last_backup = time.monotonic()
+    last_save = last_backup = last_live = time.monotonic()
+    ms = 0.0
     since_save: list[list[float]] = []
     run_losses: list[list[float]] = []
     data_time = step_time = 0.0
     first_iteration = s.iteration
     try:
-        with keys.KeyReader() as reader:
-            while not s.stop_requested:
+        with keys.KeyReader(enabled=main) as reader:
+            while True:
                 t0 = time.perf_counter()
                 try:
                     batches = s.next_batches()
                     t1 = time.perf_counter()
-                    losses = s.train_step(batches)
+                    local = s.train_step(batches)
                 except Exception as exc:
                     if is_oom(exc):
                         raise FacelabError(
@@ -576,19 +650,35 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
                 t2 = time.perf_counter()
                 data_time, step_time = data_time + t1 - t0, step_time + t2 - t0
                 s.elapsed += t2 - t0
-                since_save.append(list(losses))
-                run_losses.append(list(losses))
-                status.update(s.iteration, (t2 - t0) * 1000, *losses)
-                if opts.preview_history and opts.preview and s.iteration % 10 == 0:
+
+                # Every rank takes the same decisions: rank 0's keys, timers and targets, anyone's signal.
+                key = reader.poll() or (keys.take_command(s.folder.path) if main else None)
+                now = time.monotonic()
+                wants = {
+                    "stop": s.stop_requested,
+                    "save": main and (key == "s" or now - last_save >= opts.save_every_min * 60
+                                      or s.iteration == 1),  # a new model saves at once
+                    "backup": main and key == "b",
+                    "preview": main and key == "p",
+                    "exit": main and key == "enter",
+                    "done": main and _finished(s, opts),
+                }  # fmt: skip
+                agreed = distributed.agree(local + [float(v) for v in wants.values()], s.device)
+                losses = [v / s.ranks.world for v in agreed[:2]]
+                act = {k: v > 0 for k, v in zip(wants, agreed[2:], strict=True)}
+                s.stop_requested = act["stop"]
+                s.history.add(s.iteration, losses)
+                since_save.append(losses)
+                run_losses.append(losses)
+                ms = (t2 - t0) * 1000
+                status.update(s.iteration, ms, *losses)
+                if main and now - last_live >= 2.0:
+                    s.write_live(ms, running=True)
+                    last_live = now
+                if main and opts.preview_history and opts.preview and s.iteration % 10 == 0:
                     s.write_history_preview()
 
-                key = reader.poll()
-                done = _finished(s, opts)
-                now = time.monotonic()
-                due = (
-                    now - last_save >= opts.save_every_min * 60 or s.iteration == 1
-                )  # a new model saves at once
-                if due or done or key in ("s", "enter") or s.stop_requested:
+                if main and (act["save"] or act["done"] or act["exit"] or act["stop"]):
                     s.save()
                     last_save = now
                     means = [sum(v) / len(since_save) for v in zip(*since_save, strict=True)]
@@ -605,12 +695,12 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
                     if backup_due:
                         status.line(f"autobackup: {s.folder.backup()}")
                         last_backup = now
-                if key == "b":
+                if main and act["backup"]:
                     s.save()
                     status.line(f"backup: {s.folder.backup()}")
-                elif key == "p":
+                elif main and act["preview"]:
                     s.write_preview()
-                if done or key == "enter":
+                if act["done"] or act["exit"] or act["stop"]:
                     break
             if s.stop_requested:
                 status.line(f"stopped at iteration {s.iteration}; saved")
@@ -619,6 +709,8 @@ def _loop(s: Session, opts: TrainOptions) -> TrainResult:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if main:
+            s.write_live(ms, running=False)
     n = len(run_losses)
     head, tail = run_losses[: max(1, n // 10)], run_losses[-max(1, n // 10) :]
     return TrainResult(
