@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import faces, merge, misc, run, train, video
+    from facelab.cli import faces, merge, misc, run, train, ui, video
 
     parser = Parser(
         prog="facelab",
@@ -59,6 +59,7 @@ def build_parser() -> Parser:
     merge.register(sub, common)
     video.register_make_video(sub, common)
     run.register(sub, common)
+    ui.register(sub, common)
     misc.register_demo(sub, common)
     return parser
 

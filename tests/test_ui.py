@@ -1,0 +1,242 @@
+"""`facelab ui` end to end in a real headless Chromium (Debian's, driven by Playwright), plus its
+security and bad-input behaviour over plain HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SHOTS = ARTIFACTS / "ui"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, ws: Path, *args: str):
+        self.port = _free_port()
+        cmd = [sys.executable, "-m", "facelab", "ui", "-w", str(ws), "--port", str(self.port), *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if "open http" in line:
+                self.url = line.split("open ", 1)[1].split()[0]
+                break
+        else:
+            raise AssertionError("".join(self.lines))
+        assert self.proc.poll() is None, "".join(self.lines)
+        self.base = f"http://127.0.0.1:{self.port}"
+        for _ in range(50):  # until uvicorn answers
+            try:
+                urllib.request.urlopen(self.base + "/static/app.css", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                time.sleep(0.1)
+
+    def get(self, path: str, headers: dict | None = None) -> tuple[int, dict | bytes]:
+        req = urllib.request.Request(self.base + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body, code, kind = r.read(), r.status, r.headers.get("content-type", "")
+        except urllib.error.HTTPError as e:
+            body, code, kind = e.read(), e.code, e.headers.get("content-type", "")
+        return code, json.loads(body) if "json" in kind else body
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def ui_ws(faces_ws: Path, tmp_path: Path) -> Path:
+    """A workspace with real src/dst frames and aligned faces (no model yet)."""
+    ws = tmp_path / "ws"
+    shutil.copytree(faces_ws, ws, ignore=shutil.ignore_patterns("model", "merged*", "*.mp4"))
+    return ws
+
+
+@pytest.fixture
+def server(ui_ws: Path) -> Iterator[Server]:
+    s = Server(ui_ws)
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM:
+        if os.environ.get("FACELAB_REQUIRE_BROWSER"):  # set by .ci/run, which installs it
+            pytest.fail("chromium is not installed")
+        pytest.skip("Debian's chromium is not installed (apt install chromium); the CI installs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install .[dev])")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1500, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()
+
+
+def _wait(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.slow
+def test_walk_through_faceset_training_merge_and_video(server: Server, ui_ws: Path, page):
+    page.goto(server.url)
+
+    # 1. Faceset: delete two faces; they land in aligned_trash/, and Undo could bring them back.
+    page.wait_for_function("document.querySelectorAll('#fs-grid figure').length === 86")
+    names = [page.locator("#fs-grid figure").nth(i).get_attribute("data-name") for i in (3, 7)]
+    page.locator("#fs-grid figure").nth(3).click()
+    page.locator("#fs-grid figure").nth(7).click()
+    page.click("#fs-delete")
+    page.wait_for_function("document.querySelectorAll('#fs-grid figure').length === 84")
+    trash = ui_ws / "data_src" / "aligned_trash"
+    assert sorted(p.name for p in trash.iterdir()) == sorted(names)
+    page.click("#fs-undo")
+    page.wait_for_function("document.querySelectorAll('#fs-grid figure').length === 86")
+    assert not list(trash.iterdir())
+    page.locator("#fs-grid figure").nth(3).click()
+    page.locator("#fs-grid figure").nth(7).click()
+    page.click("#fs-delete")
+    page.wait_for_function("document.querySelectorAll('#fs-grid figure').length === 84")
+    assert sorted(p.name for p in trash.iterdir()) == sorted(names)
+    page.check("#fs-debug")  # the landmark overlay
+    shown = "[...document.querySelectorAll('#fs-grid img')].slice(0, 36)"
+    page.wait_for_function(f"{shown}.every(i => i.src.includes('debug=1') && i.naturalWidth)")
+    _shot(page, "1-faceset")
+
+    # 2. Training: a bad value is refused with its range; a tiny SAEHD starts, its preview and loss
+    # chart update, `s` saves, a second start on the running model is refused, Enter stops it.
+    page.click("button[data-page=training]")
+    page.select_option("#tr-kind", "saehd")
+    page.fill("#tr-name", "ui")
+    page.click("#tr-load")
+    page.wait_for_selector("#tr-form [name=resolution]")
+    page.fill("#tr-form [name=resolution]", "50")
+    page.click("#tr-start")
+    page.wait_for_function("document.querySelector('#error').textContent.includes('from 64 to 640')")
+    for name, value in (("resolution", "64"), ("ae_dims", "32"), ("e_dims", "16"), ("d_dims", "16"),
+                        ("d_mask_dims", "16"), ("batch_size", "2")):  # fmt: skip
+        page.fill(f"#tr-form [name={name}]", value)
+    page.click("#tr-start")
+    page.wait_for_selector("#tr-preview[data-mtime]", timeout=180_000)
+    page.wait_for_function("Number(document.querySelector('#tr-chart').dataset.points) >= 3", timeout=180_000)
+    page.wait_for_function("Number(document.querySelector('#tr-iter').dataset.value) >= 10", timeout=180_000)
+    _shot(page, "2-training")
+    shown = int(page.get_attribute("#tr-iter", "data-value"))
+    page.click("h3")  # keys go to the page, not a form field
+    page.keyboard.press("s")
+    state = ui_ws / "model" / "ui_SAEHD" / "state.json"
+    _wait(lambda: json.loads(state.read_text())["iteration"] >= shown, 60, "the save after pressing s")
+    page.click("#tr-start")
+    page.wait_for_function("document.querySelector('#error').textContent.includes('being trained already')")
+    page.click("h3")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#tr-state').textContent === 'not training'")
+
+    # 3. Merge: `w` erodes and the shown frame changes; Shift+/ applies to all following frames;
+    # `>` merges every frame.
+    page.click("button[data-page=merge]")
+    page.wait_for_selector("#mg-image[data-version]", timeout=60_000)
+    before = page.locator("#mg-image").screenshot()
+    version = int(page.get_attribute("#mg-image", "data-version"))
+    page.click("h3")
+    for _ in range(4):
+        page.keyboard.press("w")
+    page.wait_for_function(f"Number(document.querySelector('#mg-image').dataset.version) >= {version + 4}")
+    assert page.locator("#mg-form [name=erode]").input_value() == "20"
+    assert page.locator("#mg-image").screenshot() != before
+    page.keyboard.press("Shift+/")
+    page.wait_for_function("document.querySelector('#mg-note').textContent.includes('every following')")
+    session = json.loads((ui_ws / "model" / "ui_SAEHD" / "merge_session.json").read_text())
+    frames = sorted(p for p in (ui_ws / "data_dst").iterdir() if p.suffix == ".jpg")
+    last = int(frames[-1].stem)
+    assert any(o["settings"].get("erode") == 20 and o["last"] == last for o in session["overrides"])
+    page.keyboard.press("Shift+.")
+    merged = ui_ws / "data_dst" / "merged"
+    _wait(lambda: len(list(merged.glob("*.png"))) == len(frames), 300, "all merged frames")
+    page.wait_for_function("document.querySelector('.job[data-command=merge]').dataset.running === '0'")
+    _shot(page, "3-merge")
+
+    # 4. The video.
+    page.click("#mg-video")
+    _wait(lambda: (ui_ws / "result.mp4").exists(), 120, "result.mp4")
+    page.wait_for_function("document.querySelector('#mg-merged').dataset.result === '1'")
+    _shot(page, "4-video")
+
+
+def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):
+    local = Server(ui_ws)
+    try:
+        code, body = local.get("/api/file?path=../../etc/passwd")
+        assert code == 403 and "inside the workspace" in body["error"]
+        code, _ = local.get("/api/faces/src/..%2F..%2F..%2Fetc%2Fpasswd")
+        assert code == 404
+        code, body = local.get("/api/merge/info")  # no model yet
+        assert code == 400 and "facelab train" in body["error"]
+        code, body = local.get("/api/faces/src")
+        assert code == 200 and len(body["faces"]) == 86
+        assert local.get("/api/faces/src", {"Host": "evil.example"})[0] == 400  # DNS rebinding
+    finally:
+        local.stop()
+
+    # Any other address: the token printed at start is needed on every request.
+    remote = Server(ui_ws, "--host", "0.0.0.0")
+    try:
+        token = remote.url.split("token=")[1]
+        assert any(f"access token: {token}" in ln for ln in remote.lines)
+        assert remote.get("/api/status")[0] == 401
+        assert remote.get("/")[0] == 401 and remote.get("/static/app.js")[0] == 401
+        assert remote.get("/api/status", {"X-Facelab-Token": "wrong" * 5})[0] == 401
+        assert remote.get(f"/api/status?token={token}")[0] == 200
+        assert remote.get("/api/status", {"X-Facelab-Token": token})[0] == 200
+    finally:
+        remote.stop()
+
+    # The workspace deleted while the UI runs: a clear message, and the server stays up.
+    gone = tmp_path / "gone"
+    shutil.copytree(ui_ws / "data_src", gone / "data_src")
+    s = Server(gone)
+    try:
+        shutil.rmtree(gone)
+        code, body = s.get("/api/status")
+        assert code == 410 and "no longer exists" in body["error"]
+        assert s.proc.poll() is None
+    finally:
+        s.stop()
