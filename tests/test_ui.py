@@ -57,8 +57,11 @@ class Server:
             except OSError:
                 time.sleep(0.1)
 
-    def get(self, path: str, headers: dict | None = None) -> tuple[int, dict | bytes]:
-        req = urllib.request.Request(self.base + path, headers=headers or {})
+    def get(
+        self, path: str, headers: dict | None = None, data: bytes | None = None
+    ) -> tuple[int, dict | bytes]:
+        """GET, or POST `data`."""
+        req = urllib.request.Request(self.base + path, headers=headers or {}, data=data)
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 body, code, kind = r.read(), r.status, r.headers.get("content-type", "")
@@ -213,6 +216,16 @@ def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):
         code, body = local.get("/api/faces/src")
         assert code == 200 and len(body["faces"]) == 86
         assert local.get("/api/faces/src", {"Host": "evil.example"})[0] == 400  # DNS rebinding
+        # Another site's page can POST text or forms to 127.0.0.1, and names itself in Origin: refused.
+        names = json.dumps({"names": body["faces"][:1]}).encode()
+        for headers in ({"Content-Type": "text/plain"},
+                        {"Content-Type": "application/json", "Origin": "http://evil.example"}):  # fmt: skip
+            code, refused = local.get("/api/faces/src/delete", headers, names)
+            assert code == 403 and "this UI's own page" in refused["error"]
+        assert len(local.get("/api/faces/src")[1]["faces"]) == 86
+        same_site = {"Content-Type": "application/json", "Origin": local.base}
+        code, body = local.get("/api/faces/src/undo", same_site, b"{}")
+        assert code == 400 and body["error"] == "nothing to undo"
     finally:
         local.stop()
 

@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -372,6 +373,8 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
             if ui.token and not _token_ok(request, ui.token):
                 return JSONResponse({"error": "this server needs its token: open the address it printed"},
                                     401)  # fmt: skip
+            if _cross_site(request):
+                return JSONResponse({"error": "refused: a change must come from this UI's own page"}, 403)
             if request.url.path.startswith("/api/") and not ui.ws.root.is_dir():
                 gone = f"the workspace folder {ui.ws.root} no longer exists: restore it or restart the UI"
                 return JSONResponse({"error": gone}, 410)
@@ -430,6 +433,18 @@ def _token_ok(request: Request, token: str) -> bool:
     given = (request.query_params.get("token") or request.headers.get("x-facelab-token")
              or request.cookies.get(TOKEN_COOKIE) or "")  # fmt: skip
     return secrets.compare_digest(given, token)
+
+
+def _cross_site(request: Request) -> bool:
+    """A change asked by another site's page (CSRF). Such a page can send a plain form or text POST to
+    127.0.0.1, but JSON only after a CORS preflight, which this server never grants; browsers also name
+    the page's origin on every POST."""
+    if request.method in ("GET", "HEAD"):
+        return False
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return True
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
 
 
 def _guarded_static(ui: UI):
