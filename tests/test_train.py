@@ -198,6 +198,29 @@ def test_lock_refuses_a_second_trainer_and_clears_a_stale_one(tmp_path):
         assert note == "cleared a stale lock left by process 999999 since 2026-01-01 00:00:00"
 
 
+def test_a_trainer_starting_while_the_ui_polls_the_lock_is_not_refused(tmp_path):
+    import subprocess
+    import sys
+
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    folder.path.mkdir(parents=True)
+    (folder.path / ".lock").touch()
+    poll = (  # what `facelab ui` does for every model every 2 s, here without pause
+        "import sys\nfrom facelab.train.checkpoint import ModelFolder\n"
+        f"f = ModelFolder({str(folder.path)!r})\nprint(flush=True)\n"
+        "while True: f.is_locked()\n"
+    )
+    poller = subprocess.Popen([sys.executable, "-c", poll], stdout=subprocess.PIPE, text=True)
+    try:
+        poller.stdout.readline()
+        for _ in range(1000):
+            with folder.lock():
+                pass
+    finally:
+        poller.kill()
+        poller.wait()
+
+
 def test_backups_rotate_newest_first_and_restore(tmp_path):
     folder = ModelFolder.of(tmp_path, "m", "Quick96")
     for it in (1, 2, 3):

@@ -167,13 +167,11 @@ class ModelFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _flock_soon(fd):
                 holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
                 raise ModelLocked(
                     f"{self.path} is in use by {holder}: stop that trainer first (or train another model)"
-                ) from None
+                )
             previous = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"process {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
@@ -184,6 +182,8 @@ class ModelFolder:
             os.close(fd)
 
     def is_locked(self) -> bool:
+        """Whether a trainer holds the model. The probe holds the lock for microseconds, and `lock()`
+        retries for a moment, so a trainer starting during a probe is not refused."""
         if not (self.path / LOCK).exists():
             return False
         fd = os.open(self.path / LOCK, os.O_RDWR)
@@ -256,3 +256,15 @@ def model_folders(model_root: Path, class_name: str | None = None) -> list[Model
     return sorted(
         found, key=lambda f: f.file(STATE).stat().st_mtime if f.file(STATE).exists() else 0, reverse=True
     )
+
+
+def _flock_soon(fd: int, tries: int = 25) -> bool:
+    """Take an exclusive flock, retrying for ~0.25 s: long enough to outlast an `is_locked` probe."""
+    for i in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if i + 1 < tries:
+                time.sleep(0.01)
+    return False
