@@ -144,6 +144,18 @@ def test_walk_through_faceset_training_merge_and_video(server: Server, ui_ws: Pa
     page.wait_for_function(f"{shown}.every(i => i.src.includes('debug=1') && i.naturalWidth)")
     _shot(page, "1-faceset")
 
+    # Extraction started from the page continues the earlier one with its settings: a lost face returns.
+    lost = sorted((ui_ws / "data_dst" / "aligned").glob("*.jpg"))[5]
+    lost.unlink()
+    page.select_option("#fs-side", "dst")
+    page.wait_for_function("document.querySelector('#fs-extraction').textContent.includes('continues')")
+    assert page.input_value("#fs-size") == "256" and page.is_disabled("#fs-size")
+    page.click("#fs-extract")
+    done = "#jobs-list .job[data-command=extract-faces][data-running='0']"
+    page.wait_for_selector(done, timeout=180_000)
+    assert "done" in page.text_content(done) and lost.exists()
+    page.select_option("#fs-side", "src")
+
     # 2. Training: a bad value is refused with its range; a tiny SAEHD starts, its preview and loss
     # chart update, `s` saves, a second start on the running model is refused, Enter stops it.
     page.click("button[data-page=training]")
@@ -216,6 +228,15 @@ def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):
         code, body = local.get("/api/faces/src")
         assert code == 200 and len(body["faces"]) == 86
         assert local.get("/api/faces/src", {"Host": "evil.example"})[0] == 400  # DNS rebinding
+        post = {"Content-Type": "application/json"}
+        for wrong, words in (
+            ({"face_type": "side"}, "unknown face type 'side'"),
+            ({"size": 99}, "256 to 2048"),
+        ):
+            code, refused = local.get(
+                "/api/faces/src/extract", post, json.dumps(wrong | {"overwrite": True}).encode()
+            )
+            assert code == 400 and words in refused["error"]
         # Another site's page can POST text or forms to 127.0.0.1, and names itself in Origin: refused.
         names = json.dumps({"names": body["faces"][:1]}).encode()
         for headers in ({"Content-Type": "text/plain"},

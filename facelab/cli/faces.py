@@ -9,7 +9,7 @@ from facelab import prompts
 from facelab.cli.argtypes import int_in
 from facelab.cli.common import workspace_from
 from facelab.errors import UsageError
-from facelab.faces.align import FACE_TYPE_ALIASES, canonical_face_type
+from facelab.faces.align import FACE_TYPE_ALIASES, FACE_TYPE_NAMES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
 from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, extract_faces
 from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
@@ -19,8 +19,6 @@ from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.faces.sort import sort_faceset
 from facelab.media.probe import read_video_record
 from facelab.progress import say
-
-FACE_TYPE_CHOICES = ["half", "mid-full", "full", "whole", "head"]
 
 
 def register(sub, common) -> None:
@@ -35,7 +33,7 @@ def register(sub, common) -> None:
     p.add_argument(
         "--face-type",
         choices=sorted(FACE_TYPE_ALIASES),
-        metavar="{half,mid-full,full,whole,head}",
+        metavar="{" + ",".join(FACE_TYPE_NAMES) + "}",
         help="area around the face to keep (default: whole)",
     )
     p.add_argument(
@@ -68,7 +66,7 @@ def cmd_extract_faces(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
     side = args.side
     face_help = "How much of the head each aligned face shows."
-    face_type = args.face_type or prompts.ask_choice("face type", "whole", FACE_TYPE_CHOICES, face_help)
+    face_type = args.face_type or prompts.ask_choice("face type", "whole", list(FACE_TYPE_NAMES), face_help)
     try:
         face_type = canonical_face_type(face_type)
     except ValueError as exc:

@@ -14,6 +14,7 @@ import numpy as np
 
 # Canonical names are DeepFaceLab's, so metadata is interchangeable.
 FACE_TYPES = ("half_face", "midfull_face", "full_face", "whole_face", "head")
+FACE_TYPE_NAMES = ("half", "mid-full", "full", "whole", "head")  # what users type, in FACE_TYPES order
 FACE_TYPE_ALIASES = {
     "half": "half_face", "h": "half_face",
     "mid-full": "midfull_face", "mf": "midfull_face",

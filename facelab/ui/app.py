@@ -32,6 +32,9 @@ from starlette.staticfiles import StaticFiles
 
 from facelab.errors import FacelabError
 from facelab.faces import meta as face_meta
+from facelab.faces.align import FACE_TYPE_NAMES, FACE_TYPES
+from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
+from facelab.faces.extract import read_journal
 from facelab.faces.faceset import trash_files
 from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.merge import settings as merge_settings
@@ -111,6 +114,8 @@ class UI:
             counts[s] = len(_images(self.ws.aligned_dir(s)))
         return JSONResponse({"workspace": str(self.ws.root), "faces": counts, "models": self._models(),
                              "jobs": self.jobs.describe(), "sort_methods": list(SORT_METHODS),
+                             "face_types": list(FACE_TYPE_NAMES), "detectors": list(DETECTORS),
+                             "default_detector": DEFAULT_DETECTOR,
                              "model_kinds": sorted(RECIPES), "merged": self._merged_count(),
                              "result": (self.ws.root / "result.mp4").exists()})  # fmt: skip
 
@@ -136,6 +141,7 @@ class UI:
         names = [p.name for p in _images(folder)]
         trash = folder.with_name(folder.name + "_trash")
         return JSONResponse({"side": side, "faces": names, "undo": len(self.undo[side]),
+                             "extraction": self._extraction(side),
                              "trash": len(list(trash.iterdir())) if trash.is_dir() else 0})  # fmt: skip
 
     async def face_image(self, request: Request) -> Response:
@@ -179,10 +185,53 @@ class UI:
         by = (await request.json()).get("by", "blur")
         if by not in SORT_METHODS:
             raise ApiError(f"unknown sort method {by!r}: use one of {', '.join(SORT_METHODS)}")
-        if self.jobs.running("sort"):
-            raise ApiError("a sort is already running")
+        self._faceset_idle()
         job = self.jobs.start("sort", [side, "--by", by, "--yes"])
         return JSONResponse(job.describe())
+
+    def _faceset_idle(self) -> None:
+        """A sort renames the faces an extraction writes: one of them at a time."""
+        if job := self.jobs.running("sort") or self.jobs.running("extract-faces"):
+            raise ApiError(f"{job.command} {' '.join(job.args[:1])} is still running: wait for it (see Jobs)")
+
+    def _extraction(self, side: str) -> dict | None:
+        """The settings of the extraction already in aligned/ (what a rerun must use to continue)."""
+        saved, _ = read_journal(self.ws.aligned_dir(side))
+        if not saved:
+            return None
+        return {"face_type": FACE_TYPE_NAMES[FACE_TYPES.index(saved["face_type"])], "size": saved["size"],
+                "detector": saved["detector"], "max_faces": saved["max_faces"],
+                "jpeg_quality": saved["jpeg_quality"], "format": saved["image_format"],
+                "smooth": saved.get("smooth_fps") is not None}  # fmt: skip
+
+    async def extract_faces(self, request: Request) -> JSONResponse:
+        """Steps 3 and 4 from the page: `facelab extract-faces <side>`. It continues an earlier
+        extraction with that one's settings, or (`overwrite`) starts again with the chosen ones."""
+        side = self.side(request.path_params["side"])
+        body = await request.json()
+        self._faceset_idle()
+        if not _images(self.ws.frames_dir(side)):
+            raise ApiError(f"{self.ws.frames_dir(side)} has no frames: run `facelab extract-frames {side}`")
+        earlier = self._extraction(side)
+        if earlier and not body.get("overwrite"):
+            s = earlier
+        else:
+            s = {"face_type": body.get("face_type", "whole"), "size": int(body.get("size", 512)),
+                 "detector": body.get("detector", DEFAULT_DETECTOR), "max_faces": 0, "jpeg_quality": 90,
+                 "format": "jpg", "smooth": side == "dst"}  # fmt: skip
+            if s["face_type"] not in FACE_TYPE_NAMES:
+                raise ApiError(f"unknown face type {s['face_type']!r}: use {', '.join(FACE_TYPE_NAMES)}")
+            if s["detector"] not in DETECTORS:
+                raise ApiError(f"unknown detector {s['detector']!r}: use one of {', '.join(DETECTORS)}")
+            if not 256 <= s["size"] <= 2048:
+                raise ApiError(f"face size {s['size']} is out of range: use 256 to 2048 pixels")
+        args = [side, "--face-type", s["face_type"], "--size", str(s["size"]), "--detector", s["detector"],
+                "--max-faces", str(s["max_faces"]), "--jpeg-quality", str(s["jpeg_quality"]),
+                "--format", s["format"], "--smooth" if s["smooth"] else "--no-smooth",
+                "--debug-images" if side == "dst" else "--no-debug-images", "--yes"]  # fmt: skip
+        if body.get("overwrite"):  # only when asked: aligned/ may hold faces from elsewhere
+            args.append("--overwrite")
+        return JSONResponse(self.jobs.start("extract-faces", args).describe())
 
     # ------------------------------------------------------------------ training
     async def train_options(self, request: Request) -> JSONResponse:
@@ -405,6 +454,7 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
         Route("/api/faces/{side}/delete", guard(ui.delete_faces), methods=["POST"]),
         Route("/api/faces/{side}/undo", guard(ui.undo_delete), methods=["POST"]),
         Route("/api/faces/{side}/sort", guard(ui.sort_faces), methods=["POST"]),
+        Route("/api/faces/{side}/extract", guard(ui.extract_faces), methods=["POST"]),
         Route("/api/faces/{side}/{name}", guard(ui.face_image)),
         Route("/api/train/options", guard(ui.train_options)),
         Route("/api/train/start", guard(ui.train_start), methods=["POST"]),

@@ -2,7 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { page: "faceset", status: null, selected: new Set(), faces: [], facesVersion: 0,
+const state = { page: "faceset", status: null, selected: new Set(), faces: [], facesVersion: 0, extraction: null,
   train: { folder: null, previewMtime: null, options: [] },
   merge: { model: null, frames: [], index: 0, settings: null, options: [], version: 0 } };
 
@@ -86,6 +86,10 @@ async function refreshStatus() {
     $("workspace").textContent = s.workspace;
     if (first) {
       for (const m of s.sort_methods) $("fs-sort").add(new Option(m, m));
+      for (const t of s.face_types) $("fs-face-type").add(new Option(t, t));
+      for (const d of s.detectors) $("fs-detector").add(new Option(d, d));
+      $("fs-face-type").value = "whole";
+      $("fs-detector").value = s.default_detector;
       for (const k of s.model_kinds) $("tr-kind").add(new Option(k, k));
       $("tr-kind").value = "saehd";
     }
@@ -164,6 +168,33 @@ async function loadFaces() {
   $("fs-selected").textContent = 0;
   $("fs-count").textContent = `${data.faces.length} faces, ${data.trash} in the trash`;
   $("fs-undo").disabled = !data.undo;
+  showExtraction(data.extraction);
+}
+
+// An extraction continues with the settings it began with; other settings mean starting again.
+function showExtraction(earlier) {
+  state.extraction = earlier;
+  const again = $("fs-overwrite").checked;
+  if (earlier && !again) {
+    $("fs-face-type").value = earlier.face_type;
+    $("fs-size").value = earlier.size;
+    $("fs-detector").value = earlier.detector;
+  }
+  for (const id of ["fs-face-type", "fs-size", "fs-detector"]) $(id).disabled = Boolean(earlier) && !again;
+  $("fs-overwrite").disabled = !earlier && !state.faces.length;
+  $("fs-extraction").textContent = !earlier ? "no extraction yet"
+    : again ? "replaces every aligned face" : "continues the earlier extraction with its settings";
+}
+
+async function extractFaces() {
+  const side = $("fs-side").value;
+  const again = $("fs-overwrite").checked;
+  if (again && !confirm(`Delete the ${state.faces.length} aligned ${side} faces and extract again?`)) return;
+  await api(`/api/faces/${side}/extract`, { face_type: $("fs-face-type").value, size: Number($("fs-size").value),
+    detector: $("fs-detector").value, overwrite: again });
+  $("fs-overwrite").checked = false;
+  showExtraction(state.extraction);
+  refreshStatus();
 }
 
 async function deleteFaces() {
@@ -441,6 +472,8 @@ $("fs-undo").addEventListener("click", async () => {
 });
 $("fs-sort-go").addEventListener("click", () => api(`/api/faces/${$("fs-side").value}/sort`,
   { by: $("fs-sort").value }).then(refreshStatus).catch(() => {}));
+$("fs-extract").addEventListener("click", () => extractFaces().catch(() => {}));
+$("fs-overwrite").addEventListener("change", () => showExtraction(state.extraction));
 $("tr-load").addEventListener("click", () => { state.train.loadedFor = null; loadOptionsIfNeeded().catch(() => {}); });
 $("tr-kind").addEventListener("change", () => { state.train.loadedFor = null; refreshStatus(); });
 $("tr-name").addEventListener("change", () => { state.train.loadedFor = null; });
