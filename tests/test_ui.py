@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,15 @@ from tests.conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ARTIFACTS / "ui"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
 
 
 def _free_port() -> int:
@@ -47,7 +57,7 @@ class Server:
         else:
             raise AssertionError("".join(self.lines))
         assert self.proc.poll() is None, "".join(self.lines)
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = "{0.scheme}://{0.netloc}".format(urllib.parse.urlsplit(self.url))
         for _ in range(50):  # until uvicorn answers
             try:
                 urllib.request.urlopen(self.base + "/static/app.css", timeout=1)
@@ -249,6 +259,16 @@ def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):
         assert code == 400 and body["error"] == "nothing to undo"
     finally:
         local.stop()
+
+    # IPv6 loopback is local too: no token, and its bracketed Host header is accepted.
+    if _has_ipv6_loopback():
+        v6 = Server(ui_ws, "--host", "::1")
+        try:
+            assert v6.base == f"http://[::1]:{v6.port}"
+            assert v6.get("/api/status")[0] == 200
+            assert v6.get("/api/status", {"Host": "evil.example"})[0] == 400
+        finally:
+            v6.stop()
 
     # Any other address: the token printed at start is needed on every request.
     remote = Server(ui_ws, "--host", "0.0.0.0")

@@ -55,15 +55,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
         token = args.token or secrets.token_urlsafe(24)
         if len(token) < 16:
             raise UsageError("--token must be at least 16 characters")
-    with socket.socket() as probe:
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.socket(family) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise FacelabError(
-                f"cannot listen on {args.host}:{args.port} ({exc.strerror}): try another --port"
+                f"cannot listen on {args.host}:{args.port} ({exc.strerror}): try another --port or --host"
             ) from None
-    shown = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
+        args.host, f"[{args.host}]" if ":" in args.host else args.host
+    )
     url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
     if token:
         say(f"access token: {token} (every request needs it; it is in the address below)")

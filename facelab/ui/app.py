@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -470,13 +470,30 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
         Route("/api/file", guard(ui.file)),
         Mount("/static", app=_guarded_static(ui)),
     ]
-    # Without a token, answer only requests addressed to this machine (no DNS-rebinding from web pages).
-    middleware = (
-        []
-        if token
-        else [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]"])]
-    )
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=routes, middleware=[] if token else [Middleware(LocalHostOnly)])
+
+
+class LocalHostOnly:
+    """Without a token, answer only requests addressed to this machine by name, so that a web page
+    cannot reach the UI through a DNS name of its own pointed at 127.0.0.1 (DNS rebinding)."""
+
+    NAMES = ("127.0.0.1", "localhost", "::1")
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            try:
+                name = urlsplit("//" + Headers(scope=scope).get("host", "")).hostname
+            except ValueError:  # e.g. "[::1" without its bracket
+                name = None
+            if name not in self.NAMES:
+                await JSONResponse({"error": "this UI answers only to 127.0.0.1 or localhost"}, 400)(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
 
 
 def _token_ok(request: Request, token: str) -> bool:
