@@ -171,6 +171,23 @@ def test_other_settings_change_the_face(merge_ws: Path, model: MergeModel):
         assert not np.array_equal(out, ref), change
 
 
+def test_interactive_settings_for_one_frame_and_the_following_ones(tmp_path: Path):
+    session = Session(tmp_path / "merge_session.json")
+    everything = session.for_frame(1)
+    session.set_frames(10, 100, everything | {"erode": 40})  # `?` at frame 10: every following frame
+    session.set_frames(20, 20, everything | {"erode": 40})  # what frame 20 gets anyway: no override
+    assert len(session.overrides) == 1
+    session.set_frames(20, 20, everything | {"erode": 0})  # frame 20 alone set back to the default
+    assert [session.for_frame(n)["erode"] for n in (9, 10, 20, 21)] == [0, 40, 0, 40]
+    session.set_frames(20, 20, everything | {"erode": 40, "blur": 30})  # replaces frame 20's override
+    assert session.overrides[-1]["settings"] == {"blur": 30}
+    assert session.for_frame(20)["erode"] == 40 and session.for_frame(21)["blur"] == everything["blur"]
+    session.set_frames(10, 100, everything | {"erode": 10})  # `?` again at 10 replaces that range
+    assert [session.for_frame(n)["erode"] for n in (10, 20, 100)] == [10, 10, 10]
+    session.save()
+    assert Session.load(session.path).overrides == session.overrides
+
+
 def test_frame_range_settings_preview_and_config(merge_ws: Path, tmp_path: Path):
     assert run_cli("merge", "-w", merge_ws, "-q").returncode == 0
     before = cv2.imread(str(merge_ws / "data_dst" / "merged" / "00050.png"))

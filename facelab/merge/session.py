@@ -62,6 +62,16 @@ class Session:
     def override(self, first: int, last: int, changes: dict) -> None:
         self.overrides.append({"first": first, "last": last, "settings": changes})
 
+    def set_frames(self, first: int, last: int, wanted: dict) -> None:
+        """The interactive merger's save: `wanted` for frames first..last, replacing an earlier
+        override of exactly that range. One frame keeps only what differs from what it would get
+        anyway, so setting a value back works under a range override too; a range copies all."""
+        self.overrides = [o for o in self.overrides if (o["first"], o["last"]) != (first, last)]
+        current = self.for_frame(first)
+        changes = dict(wanted) if last > first else {k: v for k, v in wanted.items() if v != current[k]}
+        if changes:
+            self.override(first, last, changes)
+
 
 def settings_hash(s: dict, model_id: str) -> str:
     blob = json.dumps({"s": s, "m": model_id}, sort_keys=True).encode()

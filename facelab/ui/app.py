@@ -376,14 +376,8 @@ class UI:
         frame = int(body["frame"])
         wanted = self._settings(body.get("settings") or {})
         session = self.session(folder)
-        following = body.get("scope") == "following"
-        last = plans[-1].number if following else frame
-        session.overrides = [o for o in session.overrides if not (o["first"] == frame and o["last"] == last)]
-        # One frame keeps what differs from what it would get anyway; "following" copies everything.
-        current = session.for_frame(frame)
-        changes = dict(wanted) if following else {k: v for k, v in wanted.items() if v != current[k]}
-        if changes:
-            session.override(frame, last, changes)
+        last = plans[-1].number if body.get("scope") == "following" else frame
+        session.set_frames(frame, last, wanted)
         session.save()
         return JSONResponse({"frame": frame, "last": last, "settings": session.for_frame(frame)})
 
