@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -294,3 +295,26 @@ def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):
         assert s.proc.poll() is None
     finally:
         s.stop()
+
+
+def test_a_restarted_server_still_shows_the_jobs_that_run(ui_ws: Path):
+    """Jobs outlive the server; the next server lists them as running, and as ended once they stop."""
+    post = {"Content-Type": "application/json"}
+    first = Server(ui_ws)
+    try:
+        code, job = first.get(
+            "/api/train/start", post, json.dumps({"model": "quick96", "name": "bg"}).encode()
+        )
+        assert code == 200 and job["running"], job
+    finally:
+        first.stop()
+    second = Server(ui_ws)
+    try:
+        code, body = second.get("/api/jobs")
+        assert [(j["command"], j["running"]) for j in body["jobs"]] == [("train", True)]
+        record = json.loads(next((ui_ws / ".facelab-ui" / "jobs").glob("*-train.json")).read_text())
+        os.kill(record["pid"], signal.SIGTERM)  # the trainer saves and exits
+        _wait(lambda: not second.get("/api/jobs")[1]["jobs"][0]["running"], 120, "the trainer to stop")
+        assert second.get("/api/jobs")[1]["jobs"][0]["exit_code"] is None  # not our child: code unknown
+    finally:
+        second.stop()

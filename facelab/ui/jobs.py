@@ -1,13 +1,18 @@
 """Long steps started from the browser, run as subprocesses of the same `facelab` CLI.
 
 Each job gets its own session (so closing the browser or stopping the server does not stop it)
-and a log in `<workspace>/.facelab-ui/jobs/`. The server only ever builds the command lines
-itself, from a fixed set of commands: no endpoint runs what a request sends.
+and a log in `<workspace>/.facelab-ui/jobs/`, with a small JSON record beside it (command, pid), so
+a restarted server shows the jobs still running and does not start a second merge beside one.
+The server only ever builds the command lines itself, from a fixed set of commands: no endpoint
+runs what a request sends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
+import os
 import re
 import subprocess
 import sys
@@ -26,11 +31,18 @@ class Job:
     command: str
     args: list[str]
     log: Path
-    proc: subprocess.Popen
+    pid: int
     started: float
+    proc: subprocess.Popen | None = None  # None: started by an earlier server (exit code unknown)
+
+    def running(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return _is_facelab_process(self.pid, self.command)
 
     def describe(self) -> dict:
-        code = self.proc.poll()
+        running = self.running()
+        code = self.proc.poll() if self.proc is not None else None
         lines = self.tail()
         error = next((m.group(1) for ln in reversed(lines) if (m := _ERROR.match(ln))), None)
         percent = None
@@ -40,7 +52,7 @@ class Job:
                 percent = int(found[-1])
                 break
         return {
-            "id": self.id, "command": self.command, "args": self.args, "running": code is None,
+            "id": self.id, "command": self.command, "args": self.args, "running": running,
             "exit_code": code, "error": error, "percent": percent, "last": lines[-12:],
             "seconds": round(time.time() - self.started, 1),
         }  # fmt: skip
@@ -55,29 +67,57 @@ class Job:
         return [ln.strip() for ln in re.split(r"[\r\n]+", text) if ln.strip()]
 
 
+def _is_facelab_process(pid: int, command: str) -> bool:
+    """Whether `pid` still runs `facelab <command>` (not a later process that reuses the number)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): the pid is alive, which is all we can tell
+    return b"facelab" in argv and command.encode() in argv
+
+
 class Jobs:
     def __init__(self, workspace: Path):
         self.workspace = workspace
+        self.folder = workspace / ".facelab-ui" / "jobs"
         self.jobs: dict[int, Job] = {}
         self._ids = itertools.count(1)
+        self._adopt()
+
+    def _adopt(self) -> None:
+        """Jobs an earlier server started that are still running."""
+        for record in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                r = json.loads(record.read_text())
+                if r["command"] in COMMANDS and _is_facelab_process(int(r["pid"]), r["command"]):
+                    job = Job(next(self._ids), r["command"], list(r["args"]), record.with_suffix(".log"),
+                              int(r["pid"]), float(r["started"]))  # fmt: skip
+                    self.jobs[job.id] = job
 
     def start(self, command: str, args: list[str]) -> Job:
         if command not in COMMANDS:
             raise ValueError(f"not a job: {command}")
-        folder = self.workspace / ".facelab-ui" / "jobs"
-        folder.mkdir(parents=True, exist_ok=True)
+        self.folder.mkdir(parents=True, exist_ok=True)
         job_id = next(self._ids)
-        log = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{job_id}-{command}.log"
+        log = self.folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{job_id}-{command}.log"
         cmd = [sys.executable, "-m", "facelab", command, *args, "-w", str(self.workspace)]
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)  # fmt: skip
-        job = Job(job_id, command, args, log, proc, time.time())
+        job = Job(job_id, command, args, log, proc.pid, time.time(), proc)
+        record = {"command": command, "args": args, "pid": proc.pid, "started": job.started}
+        log.with_suffix(".json").write_text(json.dumps(record) + "\n")
         self.jobs[job_id] = job
         return job
 
     def running(self, command: str) -> Job | None:
-        return next((j for j in self.jobs.values() if j.command == command and j.proc.poll() is None), None)
+        return next((j for j in self.jobs.values() if j.command == command and j.running()), None)
 
     def describe(self) -> list[dict]:
         return [j.describe() for j in sorted(self.jobs.values(), key=lambda j: -j.id)]

@@ -115,7 +115,8 @@ function renderJobs(jobs) {
     div.dataset.command = j.command;
     div.dataset.running = j.running ? "1" : "0";
     const head = document.createElement("div");
-    const status = j.running ? "running" : j.exit_code === 0 ? "done" : `failed (exit ${j.exit_code})`;
+    const status = j.running ? "running" : j.exit_code === 0 ? "done"
+    : j.exit_code === null ? "ended" : `failed (exit ${j.exit_code})`;  // null: an earlier server's job
     head.innerHTML = `<b></b> <span></span>`;
     head.children[0].textContent = `${j.command} ${j.args.slice(0, 4).join(" ")}`;
     head.children[1].textContent = `${status}, ${Math.round(j.seconds)} s`;
