@@ -315,6 +315,9 @@ def test_a_restarted_server_still_shows_the_jobs_that_run(ui_ws: Path):
         record = json.loads(next((ui_ws / ".facelab-ui" / "jobs").glob("*-train.json")).read_text())
         os.kill(record["pid"], signal.SIGTERM)  # the trainer saves and exits
         _wait(lambda: not second.get("/api/jobs")[1]["jobs"][0]["running"], 120, "the trainer to stop")
-        assert second.get("/api/jobs")[1]["jobs"][0]["exit_code"] is None  # not our child: code unknown
+        ended = second.get("/api/jobs")[1]["jobs"][0]
+        assert ended["exit_code"] is None  # not this server's child: its exit code is unknown
+        time.sleep(1.5)
+        assert second.get("/api/jobs")[1]["jobs"][0]["seconds"] == ended["seconds"]  # its run time, fixed
     finally:
         second.stop()

@@ -34,6 +34,7 @@ class Job:
     pid: int
     started: float
     proc: subprocess.Popen | None = None  # None: started by an earlier server (exit code unknown)
+    ended: float | None = None  # when this server first saw it stopped
 
     def running(self) -> bool:
         if self.proc is not None:
@@ -42,6 +43,8 @@ class Job:
 
     def describe(self) -> dict:
         running = self.running()
+        if not running and self.ended is None:
+            self.ended = time.time()
         code = self.proc.poll() if self.proc is not None else None
         lines = self.tail()
         error = next((m.group(1) for ln in reversed(lines) if (m := _ERROR.match(ln))), None)
@@ -54,7 +57,7 @@ class Job:
         return {
             "id": self.id, "command": self.command, "args": self.args, "running": running,
             "exit_code": code, "error": error, "percent": percent, "last": lines[-12:],
-            "seconds": round(time.time() - self.started, 1),
+            "seconds": round((self.ended or time.time()) - self.started, 1),
         }  # fmt: skip
 
     def tail(self, size: int = 16384) -> list[str]:
