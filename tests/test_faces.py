@@ -420,3 +420,7 @@ def test_settings_change_needs_overwrite(tmp_path: Path, media: Path):
     assert meta.read(frames / "aligned" / "00001_0.jpg").face_type == "full_face"
     settings = json.loads((frames / "aligned" / JOURNAL).read_text().splitlines()[0])["settings"]
     assert settings["face_type"] == "full_face"
+    # A rerun without options takes the earlier extraction's settings and continues it.
+    (frames / "aligned" / "00001_0.jpg").unlink()
+    assert run_cli("extract-faces", "src", "-w", ws, "--yes", "-q").returncode == 0
+    assert meta.read(frames / "aligned" / "00001_0.jpg").face_type == "full_face"

@@ -225,6 +225,20 @@ def test_walk_through_faceset_training_merge_and_video(server: Server, ui_ws: Pa
     _wait(lambda: (ui_ws / "result.mp4").exists(), 120, "result.mp4")
     page.wait_for_function("document.querySelector('#mg-merged').dataset.result === '1'")
     _shot(page, "4-video")
+    # Making it again asks first: declined, nothing runs; accepted, a new video replaces it.
+    videos = "document.querySelectorAll('.job[data-command=make-video]')"
+    page.wait_for_function(f"[...{videos}].every(j => j.dataset.running === '0')")
+    made = (ui_ws / "result.mp4").stat().st_mtime_ns
+    page.once("dialog", lambda d: d.dismiss())
+    page.click("#mg-video")
+    page.wait_for_timeout(1500)
+    assert page.evaluate(f"{videos}.length") == 1
+    code, body = server.get("/api/video", {"Content-Type": "application/json"}, b"{}")
+    assert code == 409 and "confirm" in body["error"]
+    page.once("dialog", lambda d: d.accept())
+    page.click("#mg-video")
+    page.wait_for_function(f"{videos}.length === 2 && [...{videos}].every(j => j.dataset.running === '0')")
+    assert (ui_ws / "result.mp4").stat().st_mtime_ns != made
 
 
 def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):

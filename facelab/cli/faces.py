@@ -9,9 +9,9 @@ from facelab import prompts
 from facelab.cli.argtypes import int_in
 from facelab.cli.common import workspace_from
 from facelab.errors import UsageError
-from facelab.faces.align import FACE_TYPE_ALIASES, FACE_TYPE_NAMES, canonical_face_type
+from facelab.faces.align import FACE_TYPE_ALIASES, FACE_TYPE_NAMES, FACE_TYPES, canonical_face_type
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
-from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, extract_faces
+from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, earlier_options, extract_faces
 from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
 from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, split_by_person
 from facelab.faces.sheet import write_sheets
@@ -27,7 +27,8 @@ def register(sub, common) -> None:
         parents=[common],
         help="steps 3-4: detect, 68 landmarks, align -> data_<side>/aligned/ (dst: + aligned_debug/)",
         description="Find faces in data_src/ or data_dst/ frames and write aligned faces with embedded "
-        "metadata to aligned/<frame>_<k>.jpg. A rerun continues where the last one stopped.",
+        "metadata to aligned/<frame>_<k>.jpg. A rerun continues where the last one stopped, with its "
+        "settings as the defaults.",
     )
     p.add_argument("side", choices=["src", "dst"])
     p.add_argument(
@@ -41,9 +42,7 @@ def register(sub, common) -> None:
     )
     p.add_argument("--size", type=int_in(256, 2048), help="aligned image size in pixels (default: 512)")
     p.add_argument("--jpeg-quality", type=int_in(1, 100), help="JPEG quality of aligned faces (default: 90)")
-    p.add_argument(
-        "--format", choices=["jpg", "png"], default="jpg", help="aligned image type (default: jpg)"
-    )
+    p.add_argument("--format", choices=["jpg", "png"], help="aligned image type (default: jpg)")
     p.add_argument("--detector", choices=list(DETECTORS), help=f"face detector (default: {DEFAULT_DETECTOR})")
     p.add_argument(
         "--debug-images",
@@ -65,27 +64,34 @@ def register(sub, common) -> None:
 def cmd_extract_faces(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
     side = args.side
+    earlier = None if args.overwrite else earlier_options(ws.aligned_dir(side))
+    was = earlier or ExtractOptions()
     face_help = "How much of the head each aligned face shows."
-    face_type = args.face_type or prompts.ask_choice("face type", "whole", list(FACE_TYPE_NAMES), face_help)
+    default_type = FACE_TYPE_NAMES[FACE_TYPES.index(was.face_type)]
+    face_type = args.face_type or prompts.ask_choice(
+        "face type", default_type, list(FACE_TYPE_NAMES), face_help
+    )
     try:
         face_type = canonical_face_type(face_type)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    default_size = 768 if face_type == "head" else 512
+    default_size = was.size if earlier else 768 if face_type == "head" else 512
     opts = ExtractOptions(
         face_type=face_type,
         max_faces=args.max_faces
         if args.max_faces is not None
-        else prompts.ask_int("max faces per frame, 0 = all", 0, 0, 100),
+        else prompts.ask_int("max faces per frame, 0 = all", was.max_faces, 0, 100),
         size=args.size or prompts.ask_int("aligned image size", default_size, 256, 2048),
-        jpeg_quality=args.jpeg_quality or prompts.ask_int("JPEG quality", 90, 1, 100),
-        detector=args.detector or prompts.ask_choice("detector", DEFAULT_DETECTOR, list(DETECTORS)),
-        image_format=args.format,
+        jpeg_quality=args.jpeg_quality or prompts.ask_int("JPEG quality", was.jpeg_quality, 1, 100),
+        detector=args.detector or prompts.ask_choice("detector", was.detector, list(DETECTORS)),
+        image_format=args.format or was.image_format,
         debug_images=args.debug_images
         if args.debug_images is not None
         else prompts.ask_bool("write debug images", side == "dst"),
     )
-    smooth = args.smooth if args.smooth is not None else side == "dst"
+    smooth = (
+        args.smooth if args.smooth is not None else (was.smooth_fps is not None if earlier else side == "dst")
+    )
     if smooth:
         opts.smooth_fps = _video_fps(ws, side)
     if args.workers:

@@ -28,7 +28,7 @@ import numpy as np
 from facelab import progress
 from facelab.errors import FacelabError
 from facelab.faces import meta
-from facelab.faces.align import crop_quad, face_transform, transform_points, warp_face
+from facelab.faces.align import FACE_TYPES, crop_quad, face_transform, transform_points, warp_face
 from facelab.faces.detect import DEFAULT_DETECTOR, Face, create_detector, landmark_model
 from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, write_bytes_atomic
@@ -113,6 +113,19 @@ def read_journal(aligned_dir: Path) -> tuple[dict | None, dict[str, int]]:
         elif "frame" in rec:
             done[rec["frame"]] = int(rec["faces"])
     return settings, done
+
+
+def earlier_options(aligned_dir: Path) -> ExtractOptions | None:
+    """The settings of the extraction already in `aligned_dir` (a rerun's defaults, so that it
+    continues), or None when there is none or its journal is not ours."""
+    saved = read_journal(aligned_dir)[0]
+    if not saved:
+        return None
+    try:
+        was = ExtractOptions(**{k: v for k, v in saved.items() if k in ExtractOptions.__dataclass_fields__})
+    except TypeError:
+        return None
+    return was if was.face_type in FACE_TYPES else None
 
 
 def _outputs_valid(aligned_dir: Path, frame: Path, faces: int, fmt: str) -> bool:

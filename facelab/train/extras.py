@@ -26,9 +26,8 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 def _tv(pred: torch.Tensor) -> torch.Tensor:
     """Total variation (mean squared neighbour differences)."""
-    return (pred[..., 1:, :] - pred[..., :-1, :]).pow(2).mean() + (pred[..., 1:] - pred[..., :-1]).pow(
-        2
-    ).mean()
+    down, right = pred[..., 1:, :] - pred[..., :-1, :], pred[..., 1:] - pred[..., :-1]
+    return down.pow(2).mean() + right.pow(2).mean()
 
 
 def style_loss(a: torch.Tensor, b: torch.Tensor, radius: int, weight: float) -> torch.Tensor:

@@ -651,22 +651,14 @@ def _loop(s: Session) -> TrainResult:
                 data_time, step_time = data_time + t1 - t0, step_time + t2 - t0
                 s.elapsed += t2 - t0
 
-                # Every rank takes the same decisions: rank 0's keys, timers and targets, anyone's signal.
+                # One collective per iteration: the losses, anyone's signal, and rank 0's decision to
+                # end (Enter or the target); saves, backups and previews are rank 0's alone.
                 key = reader.poll() or (keys.take_command(s.folder.path) if main else None)
                 now = time.monotonic()
-                wants = {
-                    "stop": s.stop_requested,
-                    "save": main and (key == "s" or now - last_save >= opts.save_every_min * 60
-                                      or s.iteration == 1),  # a new model saves at once
-                    "backup": main and key == "b",
-                    "preview": main and key == "p",
-                    "exit": main and key == "enter",
-                    "done": main and _finished(s, opts),
-                }  # fmt: skip
-                agreed = distributed.agree(local + [float(v) for v in wants.values()], s.device)
+                end = main and (key == "enter" or _finished(s, opts))
+                agreed = distributed.agree(local + [float(s.stop_requested), float(end)], s.device)
                 losses = [v / s.ranks.world for v in agreed[:2]]
-                act = {k: v > 0 for k, v in zip(wants, agreed[2:], strict=True)}
-                s.stop_requested = act["stop"]
+                s.stop_requested, end = agreed[2] > 0, agreed[3] > 0
                 s.history.add(s.iteration, losses)
                 since_save.append(losses)
                 run_losses.append(losses)
@@ -678,7 +670,8 @@ def _loop(s: Session) -> TrainResult:
                 if main and opts.preview_history and opts.preview and s.iteration % 10 == 0:
                     s.write_history_preview()
 
-                if main and (act["save"] or act["done"] or act["exit"] or act["stop"]):
+                due = key == "s" or now - last_save >= opts.save_every_min * 60 or s.iteration == 1
+                if main and (due or end or s.stop_requested):  # a new model saves at once
                     s.save()
                     last_save = now
                     means = [sum(v) / len(since_save) for v in zip(*since_save, strict=True)]
@@ -695,12 +688,12 @@ def _loop(s: Session) -> TrainResult:
                     if backup_due:
                         status.line(f"autobackup: {s.folder.backup()}")
                         last_backup = now
-                if main and act["backup"]:
+                if main and key == "b":
                     s.save()
                     status.line(f"backup: {s.folder.backup()}")
-                elif main and act["preview"]:
+                elif main and key == "p":
                     s.write_preview()
-                if act["done"] or act["exit"] or act["stop"]:
+                if end or s.stop_requested:
                     break
             if s.stop_requested:
                 status.line(f"stopped at iteration {s.iteration}; saved")

@@ -34,7 +34,7 @@ from facelab.errors import FacelabError
 from facelab.faces import meta as face_meta
 from facelab.faces.align import FACE_TYPE_NAMES, FACE_TYPES
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
-from facelab.faces.extract import read_journal
+from facelab.faces.extract import earlier_options
 from facelab.faces.faceset import trash_files
 from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.merge import settings as merge_settings
@@ -195,40 +195,32 @@ class UI:
             raise ApiError(f"{job.command} {' '.join(job.args[:1])} is still running: wait for it (see Jobs)")
 
     def _extraction(self, side: str) -> dict | None:
-        """The settings of the extraction already in aligned/ (what a rerun must use to continue)."""
-        saved, _ = read_journal(self.ws.aligned_dir(side))
-        if not saved:
+        """The settings of the extraction already in aligned/, which a rerun continues with."""
+        was = earlier_options(self.ws.aligned_dir(side))
+        if was is None:
             return None
-        return {"face_type": FACE_TYPE_NAMES[FACE_TYPES.index(saved["face_type"])], "size": saved["size"],
-                "detector": saved["detector"], "max_faces": saved["max_faces"],
-                "jpeg_quality": saved["jpeg_quality"], "format": saved["image_format"],
-                "smooth": saved.get("smooth_fps") is not None}  # fmt: skip
+        return {"face_type": FACE_TYPE_NAMES[FACE_TYPES.index(was.face_type)], "size": was.size,
+                "detector": was.detector}  # fmt: skip
 
     async def extract_faces(self, request: Request) -> JSONResponse:
-        """Steps 3 and 4 from the page: `facelab extract-faces <side>`. It continues an earlier
+        """Steps 3 and 4 from the page: `facelab extract-faces <side>`, which continues an earlier
         extraction with that one's settings, or (`overwrite`) starts again with the chosen ones."""
         side = self.side(request.path_params["side"])
         body = await request.json()
         self._faceset_idle()
         if not _images(self.ws.frames_dir(side)):
             raise ApiError(f"{self.ws.frames_dir(side)} has no frames: run `facelab extract-frames {side}`")
-        earlier = self._extraction(side)
-        if earlier and not body.get("overwrite"):
-            s = earlier
-        else:
-            s = {"face_type": body.get("face_type", "whole"), "size": int(body.get("size", 512)),
-                 "detector": body.get("detector", DEFAULT_DETECTOR), "max_faces": 0, "jpeg_quality": 90,
-                 "format": "jpg", "smooth": side == "dst"}  # fmt: skip
-            if s["face_type"] not in FACE_TYPE_NAMES:
-                raise ApiError(f"unknown face type {s['face_type']!r}: use {', '.join(FACE_TYPE_NAMES)}")
-            if s["detector"] not in DETECTORS:
-                raise ApiError(f"unknown detector {s['detector']!r}: use one of {', '.join(DETECTORS)}")
-            if not 256 <= s["size"] <= 2048:
-                raise ApiError(f"face size {s['size']} is out of range: use 256 to 2048 pixels")
-        args = [side, "--face-type", s["face_type"], "--size", str(s["size"]), "--detector", s["detector"],
-                "--max-faces", str(s["max_faces"]), "--jpeg-quality", str(s["jpeg_quality"]),
-                "--format", s["format"], "--smooth" if s["smooth"] else "--no-smooth",
-                "--debug-images" if side == "dst" else "--no-debug-images", "--yes"]  # fmt: skip
+        args = [side, "--debug-images" if side == "dst" else "--no-debug-images", "--yes"]
+        if body.get("overwrite") or not self._extraction(side):  # else: the CLI takes the earlier settings
+            face_type, detector = body.get("face_type", "whole"), body.get("detector", DEFAULT_DETECTOR)
+            size = int(body.get("size", 512))
+            if face_type not in FACE_TYPE_NAMES:
+                raise ApiError(f"unknown face type {face_type!r}: use {', '.join(FACE_TYPE_NAMES)}")
+            if detector not in DETECTORS:
+                raise ApiError(f"unknown detector {detector!r}: use one of {', '.join(DETECTORS)}")
+            if not 256 <= size <= 2048:
+                raise ApiError(f"face size {size} is out of range: use 256 to 2048 pixels")
+            args += ["--face-type", face_type, "--size", str(size), "--detector", detector]
         if body.get("overwrite"):  # only when asked: aligned/ may hold faces from elsewhere
             args.append("--overwrite")
         return JSONResponse(self.jobs.start("extract-faces", args).describe())
@@ -394,7 +386,10 @@ class UI:
             raise ApiError("a video is already being made")
         if not self._merged_count():
             raise ApiError(f"no merged frames in {self.ws.merged_dir}: merge first")
-        job = self.jobs.start("make-video", ["--overwrite"])
+        result = self.ws.root / "result.mp4"
+        if result.exists() and not (await request.json()).get("overwrite"):
+            raise ApiError(f"{result} exists already: confirm to replace it", 409)
+        job = self.jobs.start("make-video", ["--overwrite"] if result.exists() else [])
         return JSONResponse(job.describe())
 
     async def file(self, request: Request) -> Response:

@@ -3,7 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { page: "faceset", status: null, selected: new Set(), faces: [], facesVersion: 0, extraction: null,
-  train: { folder: null, previewMtime: null, options: [] },
+  train: { folder: null, loaded: null, previewMtime: null, options: [] },
   merge: { model: null, frames: [], index: 0, settings: null, options: [], version: 0 } };
 
 // ------------------------------------------------------------------ helpers
@@ -239,20 +239,15 @@ async function startTraining() {
   }
   showError("");
   state.train.folder = data.folder;
+  state.train.loaded = null;  // the model exists now: its fixed options lock on the next load
   state.train.previewMtime = null;
   refreshStatus();
 }
 
 async function loadOptionsIfNeeded() {
-  const kind = $("tr-kind").value;
-  const name = $("tr-name").value.trim();
-  if (state.train.loadedFor === `${kind}/${name}`) {
-    return { folder: state.train.folderName };
-  }
-  const data = await loadOptions();
-  state.train.loadedFor = `${kind}/${name}`;
-  state.train.folderName = data.folder;
-  return data;
+  const key = `${$("tr-kind").value}/${$("tr-name").value.trim()}`;
+  if (state.train.loaded?.key !== key) state.train.loaded = { key, data: await loadOptions() };
+  return state.train.loaded.data;
 }
 
 async function trainerKey(key) {
@@ -448,6 +443,14 @@ async function mergeAll() {
   refreshStatus();
 }
 
+async function makeVideo() {
+  const overwrite = Boolean(state.status && state.status.result);
+  if (overwrite && !confirm("result.mp4 exists already. Replace it?")) return;
+  await api("/api/video", { overwrite });
+  $("mg-note").textContent = "making result.mp4 (see Jobs)";
+  refreshStatus();
+}
+
 // ------------------------------------------------------------------ wiring
 document.addEventListener("keydown", async (e) => {
   if (typing(e)) return;
@@ -475,9 +478,9 @@ $("fs-sort-go").addEventListener("click", () => api(`/api/faces/${$("fs-side").v
   { by: $("fs-sort").value }).then(refreshStatus).catch(() => {}));
 $("fs-extract").addEventListener("click", () => extractFaces().catch(() => {}));
 $("fs-overwrite").addEventListener("change", () => showExtraction(state.extraction));
-$("tr-load").addEventListener("click", () => { state.train.loadedFor = null; loadOptionsIfNeeded().catch(() => {}); });
-$("tr-kind").addEventListener("change", () => { state.train.loadedFor = null; refreshStatus(); });
-$("tr-name").addEventListener("change", () => { state.train.loadedFor = null; });
+$("tr-load").addEventListener("click", () => { state.train.loaded = null; loadOptionsIfNeeded().catch(() => {}); });
+$("tr-kind").addEventListener("change", () => { state.train.loaded = null; refreshStatus(); });
+$("tr-name").addEventListener("change", () => { state.train.loaded = null; });
 $("tr-start").addEventListener("click", () => startTraining().catch(() => {}));
 $("tr-range").addEventListener("change", pollTraining);
 $("mg-model").addEventListener("change", () => { state.merge.index = 0; loadMerge(); });
@@ -486,10 +489,7 @@ $("mg-prev").addEventListener("click", () => mergeKey({ key: "," }));
 $("mg-next").addEventListener("click", () => mergeKey({ key: "." }));
 $("mg-original").addEventListener("change", renderFrame);
 $("mg-all").addEventListener("click", () => mergeAll().catch(() => {}));
-$("mg-video").addEventListener("click", () => api("/api/video", {}).then(() => {
-  $("mg-note").textContent = "making result.mp4 (see Jobs)";
-  refreshStatus();
-}).catch(() => {}));
+$("mg-video").addEventListener("click", () => makeVideo().catch(() => {}));
 
 refreshStatus().then(() => showPage(location.hash.slice(1) || "faceset"));
 setInterval(refreshStatus, 2000);
