@@ -178,6 +178,37 @@ def test_faces_without_metadata_are_skipped_and_counted(train_ws: Path, capsys):
     assert "skipped 3 images without face metadata (e.g. plain_0.jpg)" in capsys.readouterr().out
 
 
+def damage_scan(path: Path) -> None:
+    """Zero a run of a JPEG's entropy-coded data (its metadata stays whole): libjpeg then reports
+    `Corrupt JPEG data` and, through OpenCV, still returns a damaged picture."""
+    data = bytearray(path.read_bytes())
+    scan = data.rindex(b"\xff\xda")
+    middle = scan + (len(data) - scan) // 2
+    data[middle : middle + 64] = bytes(64)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_faces_are_skipped_counted_and_named(train_ws: Path, tmp_path: Path, capsys):
+    from facelab.train.data import load_samples
+
+    aligned = tmp_path / "aligned"
+    shutil.copytree(train_ws / "data_src" / "aligned", aligned)
+    faces = sorted(aligned.glob("*.jpg"))
+    for p in faces[3:5]:
+        damage_scan(p)
+        meta.read(p)  # the metadata still reads: only the pixels are damaged
+        assert cv2.imread(str(p)) is not None  # and OpenCV alone would have used them
+    samples = load_samples(aligned, 64, "full_face", "Quick96", workers=1)
+    assert len(samples) == len(faces) - 2 and faces[3].name not in samples.names
+    out = capsys.readouterr().out
+    assert f"skipped 2 damaged faces; the first: {faces[3]} is damaged (Corrupt JPEG data" in out
+    ws = tmp_path / "sheet"
+    shutil.copytree(aligned, ws / "data_src" / "aligned")
+    sheet = run_cli("faceset", "sheet", "src", "-w", ws)
+    assert sheet.returncode == 0, sheet.stderr
+    assert "2 damaged faces left out of the sheet" in sheet.stdout
+
+
 def test_bad_input_errors(train_ws: Path, tmp_path: Path):
     empty = tmp_path / "empty"
     proc = run_cli("train", "--model", "quick96", "--name", "x", "-w", empty)

@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from facelab.errors import FacelabError
 from facelab.faces import meta
 from facelab.fsutil import fsync_dir, write_json_atomic
+from facelab.media.images import read_image
 from facelab.workspace import IMAGE_EXTS
 
 NAMES_FILE = ".names.json"
@@ -29,10 +29,8 @@ class AlignedFace:
     meta: meta.FaceMeta
 
     def image(self) -> np.ndarray:
-        img = cv2.imdecode(np.fromfile(self.path, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise FacelabError(f"{self.path} cannot be decoded: the image is damaged; move it away")
-        return img
+        """The pixels; DamagedImage (a FacelabError) when the file is damaged."""
+        return read_image(self.path)
 
 
 @dataclass

@@ -9,24 +9,31 @@ import numpy as np
 
 from facelab.faces.faceset import Faceset
 from facelab.fsutil import write_bytes_atomic
+from facelab.media.images import DamagedImage
+from facelab.progress import say
 
 _LABEL_H = 18
 
 
 def write_sheets(fs: Faceset, out_dir: Path, columns: int, thumb: int, per_sheet: int) -> list[Path]:
-    paths = []
+    """The sheets; damaged faces are drawn as an empty, labelled cell and named in one warning."""
+    paths, damaged = [], []
     pages = [fs.faces[i : i + per_sheet] for i in range(0, len(fs.faces), per_sheet)]
     for n, page in enumerate(pages, 1):
         rows = (len(page) + columns - 1) // columns
         sheet = np.full((rows * (thumb + _LABEL_H), columns * thumb, 3), 32, np.uint8)
         for i, face in enumerate(page):
             y, x = (i // columns) * (thumb + _LABEL_H), (i % columns) * thumb
-            img = cv2.imdecode(np.fromfile(face.path, np.uint8), cv2.IMREAD_COLOR)
-            if img is not None:
+            try:
+                img = face.image()
+            except DamagedImage as exc:
+                damaged.append(str(exc))
+                label = "damaged: " + face.path.name
+            else:
                 sheet[y : y + thumb, x : x + thumb] = cv2.resize(
                     img, (thumb, thumb), interpolation=cv2.INTER_AREA
                 )
-            label = face.path.name
+                label = face.path.name
             scale = min(0.4, 0.9 * thumb / max(1, 9 * len(label)))
             cv2.putText(
                 sheet,
@@ -41,4 +48,6 @@ def write_sheets(fs: Faceset, out_dir: Path, columns: int, thumb: int, per_sheet
         path = out_dir / f"{fs.folder.name}_sheet_{n:02d}.jpg"
         write_bytes_atomic(path, cv2.imencode(".jpg", sheet, [cv2.IMWRITE_JPEG_QUALITY, 88])[1].tobytes())
         paths.append(path)
+    if damaged:
+        say(f"{fs.folder}: {len(damaged)} damaged faces left out of the sheet; the first: {damaged[0]}")
     return paths

@@ -7,6 +7,7 @@ import numpy as np
 
 from facelab.faces import masks
 from facelab.faces.align import face_transform
+from facelab.media.images import DamagedImage, read_image
 
 
 def crop_for_model(
@@ -21,9 +22,10 @@ def crop_for_model(
 
 def load_face(args: tuple[str, str, int, np.ndarray, int, str]) -> tuple[np.ndarray, np.ndarray] | str:
     path, face_type, meta_size, landmarks, res, model_type = args
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return f"{path} cannot be decoded"
+    try:
+        image = read_image(path)
+    except DamagedImage as exc:
+        return str(exc)
     if image.shape[0] != meta_size:  # resized by another tool: landmarks follow the pixels
         landmarks = landmarks * (image.shape[0] / meta_size)
         meta_size = image.shape[0]

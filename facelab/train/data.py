@@ -67,30 +67,34 @@ def load_samples(
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // 64 + 1))
     images = np.empty((len(jobs), res, res, 3), np.uint8)
     mask_arr = np.empty((len(jobs), 2, res, res), np.uint8)
-    damaged = []
+    damaged, keep = [], []
     kept = 0
     pool = clean_pool(workers) if workers > 1 else contextlib.nullcontext()
     with pool, progress.bar(len(jobs), f"loading {folder.parent.name}/{folder.name}", unit="face") as pbar:
         results = pool.map(_load_one, jobs, chunksize=32) if workers > 1 else map(_load_one, jobs)
-        for job, result in zip(jobs, results, strict=True):
+        for result in results:
             pbar.update(1)
             if isinstance(result, str):
-                damaged.append(job[0])
+                damaged.append(result)
                 continue
             images[kept], mask_arr[kept] = result
+            keep.append(len(keep) + len(damaged))
             kept += 1
+    if not kept:
+        raise FacelabError(f"every face in {folder} is damaged (e.g. {damaged[0]})")
     if damaged:
-        raise FacelabError(f"{damaged[0]} cannot be decoded ({len(damaged)} damaged faces): move them away")
-    names = [f.path.name for f in fs.faces]
+        progress.say(f"{folder}: skipped {len(damaged)} damaged faces; the first: {damaged[0]}")
+    faces = [fs.faces[i] for i in keep]
+    names = [f.path.name for f in faces]
     if fs.broken:
         progress.say(
             f"{folder}: skipped {len(fs.broken)} images without face metadata (e.g. {fs.broken[0][0].name})"
         )
     return FaceSamples(
         folder,
-        torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
-        torch.from_numpy(mask_arr),
+        torch.from_numpy(images[:kept]).permute(0, 3, 1, 2).contiguous(),
+        torch.from_numpy(mask_arr[:kept]),
         names,
-        len(fs.broken),
-        [averaged_yaw(transform_points(f.meta.landmarks, unit_face_mat(f.meta.landmarks))) for f in fs.faces],
+        len(fs.broken) + len(damaged),
+        [averaged_yaw(transform_points(f.meta.landmarks, unit_face_mat(f.meta.landmarks))) for f in faces],
     )
