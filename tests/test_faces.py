@@ -198,21 +198,26 @@ def test_malicious_deepfacelab_file_is_refused(tmp_path: Path, monkeypatch):
 # ------------------------------------------------------------------------------ resume
 
 
-def test_kill_then_resume_gives_the_same_files(tmp_path: Path, media: Path):
+@pytest.mark.parametrize("name,side", [("src_1", "src"), ("dst_1", "dst")])
+def test_kill_then_resume_gives_the_same_files(tmp_path: Path, media: Path, name: str, side: str):
+    """Byte for byte: faces are followed and (dst) smoothed across frames, so a resumed run must
+    rebuild that state exactly (a review found 78 of 125 dst faces off by up to 20 px)."""
     ws_a, ws_b = tmp_path / "a", tmp_path / "b"
     for ws in (ws_a, ws_b):
         assert (
-            run_cli("extract-frames", "src", "--input", media / "src_1.mp4", "-w", ws, "--yes").returncode
+            run_cli("extract-frames", side, "--input", media / f"{name}.mp4", "-w", ws, "--yes").returncode
             == 0
         )
-    assert run_cli("extract-faces", "src", "-w", ws_a, "--yes", "-q").returncode == 0
+    assert run_cli("extract-faces", side, "-w", ws_a, "--yes", "-q").returncode == 0
 
-    journal = ws_b / "data_src" / "aligned" / JOURNAL
-    cmd = [sys.executable, "-m", "facelab", "extract-faces", "src", "-w", str(ws_b), "--yes", "-q"]
+    aligned = ws_b / f"data_{side}" / "aligned"
+    journal = aligned / JOURNAL
+    frames = len(list((ws_b / f"data_{side}").glob("*.jpg")))
+    cmd = [sys.executable, "-m", "facelab", "extract-faces", side, "-w", str(ws_b), "--yes", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
-        if journal.exists() and journal.read_text().count('"frame"') >= 60:
+        if journal.exists() and journal.read_text().count('"frame"') >= frames // 3:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
@@ -221,14 +226,21 @@ def test_kill_then_resume_gives_the_same_files(tmp_path: Path, media: Path):
         os.kill(child, signal.SIGKILL)
     time.sleep(0.5)
     done_before = journal.read_text().count('"frame"')
-    assert 0 < done_before < 259
-    resumed = run_cli("extract-faces", "src", "-w", ws_b, "--yes")
+    assert 0 < done_before < frames
+    resumed = run_cli("extract-faces", side, "-w", ws_b, "--yes")
     assert resumed.returncode == 0, resumed.stderr
     assert "already done" in resumed.stdout
-    names = lambda ws: sorted(p.name for p in (ws / "data_src" / "aligned").iterdir())  # noqa: E731
-    assert names(ws_a) == names(ws_b)
-    for p in aligned_files(ws_b):
-        meta.read(p)  # every file is whole and valid
+
+    def contents(ws: Path) -> dict[str, bytes]:
+        folders = [ws / f"data_{side}" / "aligned", ws / f"data_{side}" / "aligned_debug"]
+        return {f"{d.name}/{p.name}": p.read_bytes() for d in folders if d.is_dir()
+                for p in d.iterdir() if not p.name.startswith(".")}  # fmt: skip
+
+    a, b = contents(ws_a), contents(ws_b)
+    assert sorted(a) == sorted(b)
+    differ = sorted(k for k in a if a[k] != b[k])
+    assert not differ, f"{len(differ)} of {len(a)} files differ, e.g. {differ[:3]}"
+    assert len([k for k in a if k.startswith("aligned/")]) > frames * 0.9
 
 
 def _children_of(pid: int) -> list[int]:

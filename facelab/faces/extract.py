@@ -1,10 +1,14 @@
 """Steps 3 and 4: frames -> aligned faces with embedded metadata (+ debug images).
 
-Work is split into contiguous runs of frames, one per worker process, so each worker can
-follow faces from frame to frame; each worker reads ahead on a thread while it computes.
-Every output is written to a temporary name and renamed, and a frame is recorded in the
-journal (`aligned/.extract.jsonl`) only after its files exist, so a rerun after a kill
-skips exactly the finished frames and redoes the rest.
+Faces are followed from frame to frame, so a frame's result depends on the frames before it.
+To make that independent of how the work is split (worker count, an interrupted run), the
+frames are cut into fixed segments of `SEGMENT` frames; each segment is processed on its own,
+starting `WARMUP` frames early (followed, not written) so that tracks and smoothing are already
+settled at its first frame. A worker process takes one segment at a time and reads ahead on a
+thread while it computes. Every output is written to a temporary name and renamed, and a frame
+is recorded in the journal (`aligned/.extract.jsonl`) only after its files exist. A rerun after
+a kill redoes each unfinished segment from its warm-up, writing only the frames not finished,
+so its faces are byte for byte those of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from facelab.faces.align import FACE_TYPES, crop_quad, face_transform, transform
 from facelab.faces.detect import DEFAULT_DETECTOR, Face, create_detector, landmark_model
 from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, write_bytes_atomic
+from facelab.media.images import DamagedImage, read_image
 from facelab.workspace import IMAGE_EXTS
 
 JOURNAL = ".extract.jsonl"
+SEGMENT = 96  # frames processed as one unit (see the module docstring)
+WARMUP = 8  # frames followed before a segment's first frame
 NO_FACE_LIST = "no_face_frames.txt"
 _DIGITS = re.compile(r"(\d+)")
 
@@ -186,12 +193,9 @@ def encode_image(image: np.ndarray, fmt: str, quality: int) -> bytes:
 
 def _read(path: Path) -> np.ndarray | None:
     try:
-        data = np.fromfile(path, np.uint8)
-    except OSError:
+        return read_image(path)
+    except DamagedImage:
         return None
-    if data.size == 0:
-        return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
 def _frame_number(path: Path) -> int | None:
@@ -199,22 +203,45 @@ def _frame_number(path: Path) -> int | None:
     return int(digits[-1]) if digits else None
 
 
-def process_run(frames: list[Path], opts: ExtractOptions, aligned_dir: Path, debug_dir: Path | None, report):
-    """Extract faces from a contiguous run of frames; `report(name, faces, readable)` after each."""
+@dataclass
+class Segment:
+    warmup: list[Path]  # followed only, to settle tracks and smoothing
+    frames: list[Path]
+    write: set[str]  # names of the frames to write (the others are finished)
+
+
+def segments(frames: list[Path], finished: set[str]) -> list[Segment]:
+    """The fixed segments of `frames` that still have unfinished frames."""
+    out = []
+    for start in range(0, len(frames), SEGMENT):
+        part = frames[start : start + SEGMENT]
+        todo = {f.name for f in part} - finished
+        if todo:
+            out.append(Segment(frames[max(0, start - WARMUP) : start], part, todo))
+    return out
+
+
+def process_segment(seg: Segment, opts: ExtractOptions, aligned_dir: Path, debug_dir: Path | None, report):
+    """Extract faces from one segment; `report(name, faces, readable)` after each frame written."""
     finder = FaceFinder(create_detector(opts.detector), landmark_model(), max_faces=opts.max_faces,
                         smooth_fps=opts.smooth_fps)  # fmt: skip
     last_number = None
+    frames = seg.warmup + seg.frames
     with ThreadPoolExecutor(1) as reader:
-        for frame, image in zip(frames, reader.map(_read, frames), strict=True):
+        for i, (frame, image) in enumerate(zip(frames, reader.map(_read, frames), strict=True)):
             number = _frame_number(frame)
             if last_number is None or number is None or number != last_number + 1:
                 finder.reset()  # a gap: do not follow faces across it
             last_number = number
+            write = i >= len(seg.warmup) and frame.name in seg.write
             if image is None:
                 finder.reset()
-                report(frame.name, 0, False)
+                if write:
+                    report(frame.name, 0, False)
                 continue
             faces = finder.process(image)
+            if not write:
+                continue
             mats = [face_transform(f.landmarks, opts.size, opts.face_type) for f in faces]
             for k, (face, mat) in enumerate(zip(faces, mats, strict=True)):
                 aligned = warp_face(image, mat, opts.size)
@@ -250,9 +277,10 @@ def _remove_stale(aligned_dir: Path, frame: Path, faces: int, fmt: str) -> None:
         k += 1
 
 
-def _worker(frames, opts, aligned_dir, debug_dir, out_q) -> None:
+def _worker(segs, tasks, opts, aligned_dir, debug_dir, out_q) -> None:
     try:
-        process_run(frames, opts, aligned_dir, debug_dir, lambda *msg: out_q.put(("frame", *msg)))
+        while (k := tasks.get()) is not None:
+            process_segment(segs[k], opts, aligned_dir, debug_dir, lambda *msg: out_q.put(("frame", *msg)))
         out_q.put(("done",))
     except BaseException as exc:  # report, so the parent can stop cleanly
         out_q.put(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
@@ -301,14 +329,13 @@ def extract_faces(
         for f in frames
         if f.name in done and _outputs_valid(aligned_dir, f, done[f.name], opts.image_format)
     }
-    todo = [f for f in frames if f.name not in finished]
     summary.skipped = len(finished)
     faces_by_frame = {name: done[name] for name in finished}
 
     with open(aligned_dir / JOURNAL, "a") as journal:
         if settings is None:
             journal.write(json.dumps({"settings": opts.settings()}) + "\n")
-        if todo:
+        if todo := segments(frames, finished):
             _run_workers(todo, opts, aligned_dir, debug_dir, journal, summary, faces_by_frame)
         journal.flush()
         os.fsync(journal.fileno())
@@ -326,10 +353,8 @@ def _debug_images(debug_dir: Path | None) -> list[Path]:
     return [p for p in debug_dir.iterdir() if p.suffix.lower() == ".jpg"]
 
 
-def _run_workers(todo, opts, aligned_dir, debug_dir, journal, summary, faces_by_frame) -> None:
-    n = max(1, min(opts.workers, len(todo) // 8 or 1))
-    bounds = np.linspace(0, len(todo), n + 1).round().astype(int)
-    runs = [todo[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+def _run_workers(todo: list[Segment], opts, aligned_dir, debug_dir, journal, summary, faces_by_frame) -> None:
+    n = max(1, min(opts.workers, len(todo)))
 
     def record(name: str, faces: int, readable: bool) -> None:
         faces_by_frame[name] = faces
@@ -342,14 +367,17 @@ def _run_workers(todo, opts, aligned_dir, debug_dir, journal, summary, faces_by_
         pbar.update(1)
         pbar.set_postfix(faces=summary.faces, refresh=False)
 
-    with progress.bar(len(todo), "extracting faces") as pbar:
-        if len(runs) == 1:
-            process_run(runs[0], opts, aligned_dir, debug_dir, record)
+    with progress.bar(sum(len(seg.write) for seg in todo), "extracting faces") as pbar:
+        if n == 1:
+            for seg in todo:
+                process_segment(seg, opts, aligned_dir, debug_dir, record)
             return
         ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        out_q = ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(run, opts, aligned_dir, debug_dir, out_q), daemon=True)
-                 for run in runs]  # fmt: skip
+        out_q, tasks = ctx.Queue(), ctx.Queue()
+        for k in [*range(len(todo)), *[None] * n]:
+            tasks.put(k)
+        args = (todo, tasks, opts, aligned_dir, debug_dir, out_q)
+        procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(n)]
         for p in procs:
             p.start()
         try:
