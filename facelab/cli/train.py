@@ -14,7 +14,7 @@ from facelab.errors import FacelabError, UsageError
 from facelab.options import load_config
 from facelab.progress import say
 from facelab.train import catalog, distributed, model_options
-from facelab.train.checkpoint import CheckpointError, ModelFolder, model_folders
+from facelab.train.checkpoint import BACKUPS, STATE, CheckpointError, ModelFolder, model_folders
 from facelab.train.recipes import RECIPES, Recipe
 
 
@@ -189,7 +189,8 @@ def register_models(sub, common) -> None:
         if action == "rename":
             q.add_argument("new_name")
         if action == "restore":
-            q.add_argument("--backup", metavar="NN", help="backup slot (default: the latest, 01)")
+            q.add_argument("--backup", metavar="NN",
+                           help="backup slot or a replaced-... folder (default: the latest, 01)")
         q.add_argument("--kind", help="model kind, when one name has several (e.g. Quick96)")
         q.set_defaults(handler=globals()[f"cmd_models_{action}"])
 
@@ -253,11 +254,27 @@ def cmd_models_restore(args: argparse.Namespace) -> int:
     folder = _find(args)
     backups = folder.backups()
     if args.backup:
-        backups = [b for b in backups if b[0].name == args.backup.zfill(2)]
+        wanted = args.backup.zfill(2) if args.backup.isdigit() else args.backup
+        backups = [b for b in backups if b[0].name == wanted]
     if not backups:
         raise FacelabError(f"{folder} has no autobackup{' ' + args.backup if args.backup else ''} to restore")
     slot, state = backups[0]
+    try:
+        current = folder.read_json(STATE).get("iteration")
+    except CheckpointError:
+        current = None  # missing or damaged: what a restore is for, no need to ask
+    if current is not None and not args.yes:
+        question = (f"{folder.name} is at iteration {current}; replace it with autobackup {slot.name} "
+                    f"(iteration {state.get('iteration')})? The current checkpoint is kept in {BACKUPS}/")
+        if not prompts.interactive():
+            raise UsageError(f"{question.split('?')[0]} needs confirmation: add --yes")
+        if not prompts.ask_bool(question, False):
+            say("kept the current checkpoint")
+            return 1
     with folder.lock():
-        folder.restore(slot)
+        kept = folder.restore(slot)
     say(f"{folder}: restored autobackup {slot.name} (iteration {state.get('iteration')})")
+    if kept is not None:
+        say(f"the checkpoint it replaced is kept in {kept}: `facelab models restore {folder.name} "
+            f"--backup {kept.name}` brings it back")
     return 0

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
 from facelab.errors import FacelabError
 from facelab.fsutil import default_mode, fsync_dir
@@ -34,9 +35,12 @@ CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY, PREVIEW = (
     "config.json", "model.safetensors", "optimizer.safetensors", "state.json", "summary.txt", "preview.jpg",
 )  # fmt: skip
 CHECKPOINT_FILES = (CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY)
+LIVE = "live.json"  # progress for `facelab ui`, rewritten every few seconds while training
 STAGING, COMMIT, LOCK = ".saving", ".commit", ".lock"
 BACKUPS, MAX_BACKUPS = "_autobackups", 24
+REPLACED = "replaced"  # _autobackups/replaced-<time>-<iteration>: what a restore replaced
 TRASH = "_trash"
+LOAD_TRIES = 20  # re-reads of a checkpoint seen mid-commit (a commit takes milliseconds)
 
 
 class CheckpointError(FacelabError):
@@ -104,21 +108,56 @@ class ModelFolder:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path} is damaged ({exc})") from None
 
-    def load(self, device: str | torch.device = "cpu") -> Checkpoint:
-        """The saved checkpoint, every tensor file checked against its recorded SHA-256."""
+    def load(self, device: str | torch.device = "cpu", optimizer: bool = True) -> Checkpoint:
+        """The saved checkpoint, every tensor file checked against its recorded SHA-256.
+        `optimizer=False` (merge, export) reads the weights only; `optimizer` is then empty.
+
+        A reader that does not hold the lock can meet a save half-way through its commit (the
+        files move into place one rename at a time), and read an old state.json beside a new
+        weights file. Such a mix shows as a mismatch while state.json changes under the reader,
+        or while a commit is pending: it is read again. Damage is reported only when the same
+        state.json, with no commit pending, still disagrees with its files."""
+        attempt = 0
+        while True:
+            before = self._state_bytes()
+            try:
+                return self._load_once(device, optimizer)
+            except CheckpointError:
+                moving = (self.path / COMMIT).exists() or self._state_bytes() != before
+                if not moving or attempt >= LOAD_TRIES:
+                    raise
+            attempt += 1
+            time.sleep(min(0.05 * attempt, 0.5))
+
+    def _state_bytes(self) -> bytes | None:
+        try:
+            return self.file(STATE).read_bytes()
+        except OSError:
+            return None
+
+    def _load_once(self, device: str | torch.device, optimizer: bool) -> Checkpoint:
         config, state = self.read_json(CONFIG), self.read_json(STATE)
+        if not isinstance(config, dict) or not isinstance(state, dict):
+            raise CheckpointError(f"{self.file(CONFIG)} or {self.file(STATE)} is damaged (not a JSON object)")
         digests = state.get("digests", {})
-        tensors = {}
-        for name in (WEIGHTS, OPTIMIZER):
+        tensors = {WEIGHTS: {}, OPTIMIZER: {}}
+        for name in (WEIGHTS, OPTIMIZER) if optimizer else (WEIGHTS,):
             path = self.file(name)
-            if not path.exists():
-                raise CheckpointError(f"{path} is missing")
-            if name in digests and sha256(path) != digests[name]:
+            try:
+                data = path.read_bytes()  # read once: checked and parsed from the same bytes
+            except FileNotFoundError:
+                raise CheckpointError(f"{path} is missing") from None
+            except OSError as exc:
+                raise CheckpointError(f"{path} cannot be read ({exc.strerror})") from None
+            expected = digests.get(name) if isinstance(digests, dict) else None
+            if expected is not None and hashlib.sha256(data).hexdigest() != expected:
                 raise CheckpointError(f"{path} is damaged (its checksum does not match state.json)")
             try:
-                tensors[name] = load_file(str(path), device=str(device))
+                loaded = load_bytes(data)
             except (SafetensorError, OSError, ValueError) as exc:
                 raise CheckpointError(f"{path} is damaged ({exc})") from None
+            del data
+            tensors[name] = {k: v.to(device) for k, v in loaded.items()} if str(device) != "cpu" else loaded
         return Checkpoint(config, tensors[WEIGHTS], tensors[OPTIMIZER], state)
 
     # ------------------------------------------------------------------ writing (hold the lock)
@@ -197,12 +236,16 @@ class ModelFolder:
 
     # ------------------------------------------------------------------ backups
     def backups(self) -> list[tuple[Path, dict]]:
-        """Loadable-looking backups, newest first, with their state.json."""
+        """Loadable-looking backups with their state.json: the rotated ones newest first, then the
+        checkpoints a restore replaced (`replaced-*`, newest first)."""
         out = []
         root = self.path / BACKUPS
-        for slot in sorted(root.glob("[0-9][0-9]")) if root.is_dir() else []:
-            with contextlib.suppress(OSError, json.JSONDecodeError):
-                out.append((slot, json.loads((slot / STATE).read_text())))
+        slots = sorted(root.glob("[0-9][0-9]")) + sorted(root.glob(f"{REPLACED}-*"), reverse=True)
+        for slot in slots if root.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads((slot / STATE).read_text())
+                if isinstance(state, dict):
+                    out.append((slot, state))
         return out
 
     def backup(self) -> Path:
@@ -228,9 +271,32 @@ class ModelFolder:
         fsync_dir(root)
         return root / "01"
 
-    def restore(self, slot: Path) -> None:
-        """Make backup `slot` the current checkpoint (through the same commit as a save)."""
+    def restore(self, slot: Path) -> Path | None:
+        """Make backup `slot` the current checkpoint (through the same commit as a save). The
+        checkpoint it replaces is first copied to `_autobackups/replaced-<time>-<iteration>/`
+        (outside the rotation, so nothing is dropped for it); returns that folder."""
         self.recover()
+        kept = None
+        current = [n for n in (*CHECKPOINT_FILES, PREVIEW) if (self.path / n).exists()]
+        if current:
+            try:
+                iteration = json.loads((self.path / STATE).read_text()).get("iteration", "unknown")
+            except (OSError, ValueError, AttributeError):
+                iteration = "damaged"
+            kept = self.path / BACKUPS / f"{REPLACED}-{time.strftime('%Y%m%d-%H%M%S')}-{iteration}"
+            n = 1
+            while kept.exists():
+                kept, n = kept.with_name(f"{kept.name.rsplit('.', 1)[0]}.{n}"), n + 1
+            new = self.path / BACKUPS / ".replaced"
+            if new.exists():
+                shutil.rmtree(new)
+            new.mkdir(parents=True)
+            for name in current:
+                shutil.copy2(self.path / name, new / name)
+                _fsync_file(new / name)
+            fsync_dir(new)
+            os.replace(new, kept)
+            fsync_dir(kept.parent)
         staging = self.path / STAGING
         staging.mkdir()
         for name in CHECKPOINT_FILES:
@@ -241,6 +307,7 @@ class ModelFolder:
         os.replace(staging, self.path / COMMIT)
         fsync_dir(self.path)
         self.recover()
+        return kept
 
 
 def model_folders(model_root: Path, class_name: str | None = None) -> list[ModelFolder]:

@@ -38,7 +38,7 @@ from facelab.models.blocks import glorot_
 from facelab.models.registry import model_options as arch_options
 from facelab.train import distributed, keys, model_options, preview
 from facelab.train.augment import EpochSampler, YawSampler, augment, generator, sample_generators
-from facelab.train.checkpoint import CONFIG, PREVIEW, CheckpointError, ModelFolder
+from facelab.train.checkpoint import CONFIG, LIVE, PREVIEW, CheckpointError, ModelFolder
 from facelab.train.colour import colour_transfer, hsv_jitter
 from facelab.train.data import FaceSamples, load_samples
 from facelab.train.extras import Extras, model_optimizer, model_weights
@@ -52,7 +52,6 @@ SIDES = ("src", "dst")
 # TrainOptions fields that SAEHD and AMP keep as model options of these names.
 FLAG_OPTIONS = {"target_iter": "target_iter", "backup_every_hours": "autobackup_hour",
                 "preview_history": "write_preview_history"}  # fmt: skip
-LIVE = "live.json"  # progress for `facelab ui`, rewritten every few seconds while training
 
 
 @dataclass
