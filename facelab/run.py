@@ -152,7 +152,7 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
 
     def merging() -> str:
         folder = ModelFolder.of(ws.model_dir, opts.name, rec.class_name)
-        s = merge(ws, MergeModel(folder), Session.load(folder.path / SESSION))
+        s = merge(ws, MergeModel(folder), Session.load(folder.path / SESSION), overwrite=True)
         done = s.merged + s.skipped
         return f"{done} frames, {s.faces} faces merged, {s.no_face} without a face -> {ws.merged_dir}"
 

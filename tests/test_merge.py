@@ -86,6 +86,23 @@ def test_merge_every_frame_then_video(merge_ws: Path):
     assert result.frame_count == len(frames) and result.has_audio
 
 
+def test_merging_with_another_model_never_replaces_frames_silently(merge_ws: Path):
+    """The merged frames may hold hours of per-frame tuning with one model: another model's merge
+    must be refused without --overwrite, naming the model that made them."""
+    assert run_cli("merge", "-w", merge_ws, "-q", "--frames", "1-3").returncode == 0
+    shutil.copytree(merge_ws / "model" / "m_Quick96", merge_ws / "model" / "other_Quick96")
+    merged = merge_ws / "data_dst" / "merged"
+    before = {p.name: p.read_bytes() for p in merged.glob("*.png")}
+    refused = run_cli("merge", "-w", merge_ws, "-q", "--model", "other", "--frames", "1-3", "--blur", "10")
+    assert_clean_error(refused, 1, "holds frames merged with m_Quick96", "--overwrite")
+    assert {p.name: p.read_bytes() for p in merged.glob("*.png")} == before
+    same = run_cli("merge", "-w", merge_ws, "-q", "--model", "m", "--frames", "1-3", "--blur", "10")
+    assert same.returncode == 0, same.stderr  # the same model may re-merge its own frames
+    done = run_cli("merge", "-w", merge_ws, "-q", "--model", "other", "--frames", "1-3", "--overwrite")
+    assert done.returncode == 0, done.stderr
+    assert "merged 3 frames" in done.stdout
+
+
 def _lab_mean(img: np.ndarray, region: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(img.astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
     return lab[region].mean(0)

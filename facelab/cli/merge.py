@@ -47,6 +47,9 @@ def register(sub, common) -> None:
     p.add_argument(
         "--fresh-session", action="store_true", help="forget the saved settings and start from defaults"
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace merged frames that another model made"
+    )
     p.add_argument("--workers", type=int_in(1, 64), help="blending processes (default: one per core)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     add_arguments(p.add_argument_group("merge settings"), OPTIONS)
@@ -84,7 +87,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     elif changes:
         session.settings |= changes
     session.save()
-    s = merge(ws, model, session, workers=args.workers, only=args.frames)
+    s = merge(ws, model, session, workers=args.workers, only=args.frames, overwrite=args.overwrite)
     fps = s.merged / s.seconds if s.seconds else 0
     say(
         f"merged {s.merged} frames ({s.faces} faces; {s.no_face} without a face, copied through) with "

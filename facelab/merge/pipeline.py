@@ -27,7 +27,7 @@ from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, face_transform
 from facelab.faces.faceset import load_faceset
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
-from facelab.merge.session import JOURNAL, SESSION, Session, read_journal, settings_hash
+from facelab.merge.session import JOURNAL, SESSION, Session, merged_by_other, read_journal, settings_hash
 from facelab.models import create_model
 from facelab.procs import clean_pool
 from facelab.train.checkpoint import ModelFolder, model_folders
@@ -50,7 +50,7 @@ class MergeModel:
     """A trained model in inference mode: crops in, (face, face mask, dst mask) out."""
 
     def __init__(self, folder: ModelFolder, device: str = "auto", precision: str = "auto"):
-        ckpt = folder.load()
+        ckpt = folder.load(optimizer=False)  # weights only: the optimizer file is training's
         arch = {k: v for k, v in ckpt.config["architecture"].items() if k != "name"}
         self.name = folder.path.name
         self.face_type = ckpt.config["face_type"]
@@ -166,13 +166,20 @@ class MergeSummary:
 
 
 def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | None = None,
-          only: tuple[int, int] | None = None) -> MergeSummary:  # fmt: skip
-    """Merge every dst frame (or the range `only`), skipping frames done with the same settings."""
+          only: tuple[int, int] | None = None, overwrite: bool = False) -> MergeSummary:  # fmt: skip
+    """Merge every dst frame (or the range `only`), skipping frames done with the same settings.
+    Frames another model made are replaced only with `overwrite`."""
     start = time.perf_counter()
     plans = plan_frames(ws, model.face_type)
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
+    other = merged_by_other(merged_dir, model.name)
+    if other and not overwrite:
+        raise FacelabError(
+            f"{merged_dir} holds frames merged with {other}: merging with {model.name} would replace them. "
+            "Pass --overwrite to replace them, or move the folder away first"
+        )
     done = read_journal(merged_dir)
     summary = MergeSummary(frames=len(plans))
     todo = []
@@ -212,7 +219,7 @@ def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | Non
         while pending and (block or pending[0][0].done()):
             fut, name, h, nfaces = pending.pop(0)
             fut.result()
-            journal.write(json.dumps({"frame": name, "hash": h}) + "\n")
+            journal.write(json.dumps({"frame": name, "hash": h, "model": model.name}) + "\n")
             journal.flush()
             summary.merged += 1
             summary.faces += nfaces

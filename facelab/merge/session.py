@@ -78,14 +78,33 @@ def settings_hash(s: dict, model_id: str) -> str:
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
-def read_journal(merged_dir: Path) -> dict[str, str]:
-    done: dict[str, str] = {}
+def _records(merged_dir: Path) -> list[dict]:
     path = merged_dir / JOURNAL
+    out = []
     if path.exists():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-                done[rec["frame"]] = rec["hash"]
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 continue  # a line cut by a crash: that frame is simply merged again
-    return done
+            if isinstance(rec, dict) and all(isinstance(rec.get(k), str) for k in ("frame", "hash")):
+                out.append(rec)
+    return out
+
+
+def read_journal(merged_dir: Path) -> dict[str, str]:
+    """{frame name: settings hash} of the frames merged so far."""
+    return {rec["frame"]: rec["hash"] for rec in _records(merged_dir)}
+
+
+def merged_by_other(merged_dir: Path, model_folder: str) -> str | None:
+    """The model folder that made frames still in `merged_dir`, when it is not `model_folder`
+    (those frames may hold hours of per-frame tuning), else None. Frames recorded before the
+    journal named its model are taken as the current model's."""
+    latest: dict[str, str] = {}
+    for rec in _records(merged_dir):
+        if isinstance(rec.get("model"), str):
+            latest[rec["frame"]] = rec["model"]
+    others = {m for frame, m in latest.items()
+              if m != model_folder and (merged_dir / f"{frame}.png").exists()}  # fmt: skip
+    return ", ".join(sorted(others)) or None
