@@ -67,6 +67,17 @@ class Option:
                 raise ValueError(f"{self.name}: {exc}") from None
         return parsed
 
+    def from_json(self, value: Any) -> Any:
+        """A value from a JSON body: the JSON type must already be right (`"false"` is not a bool,
+        `true` is not a number), then the same checks as `parse`."""
+        ok = {bool: lambda v: isinstance(v, bool),
+              int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str)}[self.type](value)  # fmt: skip
+        if not ok:
+            raise ValueError(f"{self.name} must be {self.allowed()}, not {value!r}")
+        return self.parse(value)
+
 
 def add_arguments(group: argparse._ArgumentGroup, options: list[Option]) -> None:
     """One flag per option; an unset flag stays None so a config file or a saved session can fill it."""

@@ -31,11 +31,12 @@ OPTIONS = [
 BY_NAME = {o.name: o for o in OPTIONS}
 
 
-def validate(settings: dict) -> dict:
-    """Defaults filled in, every value checked; ValueError names the setting and its range."""
+def validate(settings: dict, strict: bool = False) -> dict:
+    """Defaults filled in, every value checked; ValueError names the setting and its range.
+    `strict`: the values come from JSON and must have their JSON type already (see Option.from_json)."""
     out = {o.name: o.default for o in OPTIONS}
     for key, value in settings.items():
         if key not in BY_NAME:
             raise ValueError(f"unknown merge setting {key!r}")
-        out[key] = BY_NAME[key].parse(value)
+        out[key] = BY_NAME[key].from_json(value) if strict else BY_NAME[key].parse(value)
     return out

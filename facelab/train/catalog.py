@@ -12,11 +12,11 @@ from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import fsync_dir
 from facelab.train.checkpoint import CONFIG, STATE, TRASH, CheckpointError, ModelFolder, model_folders
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # the whole name: `$` would let a trailing newline through
         raise UsageError(
             f"model name {name!r}: use 1-64 letters, digits, spaces, '.', '_' or '-', "
             "starting with a letter or digit"

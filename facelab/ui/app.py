@@ -6,8 +6,11 @@ in a worker thread so the page's polling is not held up.
 
 Security: the server binds 127.0.0.1 unless told otherwise; on any other address every request
 must carry the token printed at start (as `?token=`, the `X-Facelab-Token` header or the cookie
-the page sets). Only files inside the workspace are served, and no endpoint runs a command that
-a request sends.
+the page sets). Every file a route reads goes through `UI.inside`, which resolves symlinks and
+refuses anything outside the workspace (a downloaded workspace can carry links to /etc/passwd);
+names from requests are checked before a path is built from them. Bodies over `MAX_BODY` are
+refused before they are read, JSON bodies are checked by type against option specs, and no
+endpoint runs a command that a request sends.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import secrets
 import threading
+import traceback
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,9 +41,13 @@ from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
 from facelab.faces.extract import earlier_options
 from facelab.faces.faceset import trash_files
 from facelab.faces.sort import METHODS as SORT_METHODS
+from facelab.media.images import DamagedImage, read_image
 from facelab.merge import settings as merge_settings
+from facelab.merge.session import merged_by_other
+from facelab.options import Option
 from facelab.train import keys, model_options
-from facelab.train.checkpoint import STATE, ModelFolder, model_folders
+from facelab.train.catalog import check_name
+from facelab.train.checkpoint import CONFIG, LIVE, PREVIEW, STATE, ModelFolder, model_folders
 from facelab.train.recipes import RECIPES
 from facelab.ui.jobs import Jobs
 from facelab.workspace import IMAGE_EXTS, Workspace
@@ -47,12 +55,61 @@ from facelab.workspace import IMAGE_EXTS, Workspace
 STATIC = Path(__file__).with_name("static")
 TOKEN_COOKIE = "facelab_token"
 SIDES = ("src", "dst")
+MAX_BODY = 10 * 1024 * 1024  # bytes; the largest real body (a merge session's settings) is ~2 KB
+
+# The fields of the JSON bodies, checked by type and range as the CLI checks its flags.
+FIELDS = {o.name: o for o in (
+    Option("overwrite", bool, False, "replace what exists"),
+    Option("face_type", str, "whole", "face type", choices=FACE_TYPE_NAMES),
+    Option("size", int, 512, "aligned image size in pixels", range=(256, 2048)),
+    Option("detector", str, DEFAULT_DETECTOR, "face detector", choices=tuple(DETECTORS)),
+    Option("by", str, "blur", "sort method", choices=tuple(SORT_METHODS)),
+    Option("model", str, "", "model kind or folder"),
+    Option("name", str, "", "model name"),
+    Option("folder", str, "", "model folder"),
+    Option("key", str, "", "trainer key", choices=tuple(keys.COMMANDS)),
+    Option("save_every", float, 25.0, "minutes between saves", range=(0.1, 10000.0)),
+    Option("frame", int, 0, "frame number", range=(0, 10**9)),
+    Option("scope", str, "frame", "which frames the settings apply to", choices=("frame", "following")),
+)}  # fmt: skip
 
 
 class ApiError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class Body:
+    """A request's JSON object, each field read through its spec in `FIELDS`."""
+
+    def __init__(self, data: object):
+        if not isinstance(data, dict):
+            raise ApiError(f"the request body must be a JSON object, not {type(data).__name__}")
+        self.data = data
+
+    @classmethod
+    async def of(cls, request: Request) -> Body:
+        raw = await request.body()
+        try:
+            return cls(json.loads(raw) if raw.strip() else {})
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(f"the request body is not valid JSON ({exc})") from None
+
+    def get(self, name: str, default=None):
+        if name not in self.data or self.data[name] is None:
+            return FIELDS[name].default if default is None else default
+        try:
+            return FIELDS[name].from_json(self.data[name])
+        except ValueError as exc:
+            raise ApiError(str(exc)) from None
+
+    def raw(self, name: str, kind: type, default):
+        """A field that is a JSON container (a list of names, a dict of settings)."""
+        value = self.data.get(name, default)
+        if not isinstance(value, kind):
+            raise ApiError(f"{name} must be a JSON {kind.__name__}, not {value!r}"[:200])
+        return value
 
 
 def _option_json(o, value=None, locked: bool = False) -> dict:
@@ -88,8 +145,9 @@ class UI:
         return side
 
     def inside(self, path: Path) -> Path:
-        """`path` resolved, refused unless it lies inside the workspace."""
-        resolved = path.resolve()
+        """`path` with every symlink resolved, refused unless it lies inside the workspace. Every
+        route that reads a file passes it through here."""
+        resolved = Path(path).resolve()
         if not resolved.is_relative_to(self.ws.root.resolve()):
             raise ApiError("only files inside the workspace can be read", 403)
         return resolved
@@ -102,10 +160,32 @@ class UI:
         return path
 
     def model(self, name: str) -> ModelFolder:
+        """The model folder `name` (`<name>_<Class>`), checked to be a real model folder inside the
+        workspace, with every file of it that a route reads inside too."""
+        model_name, _, class_name = name.rpartition("_")
+        try:
+            check_name(model_name)
+        except FacelabError:
+            raise ApiError(f"there is no model {name!r} in {self.ws.model_dir}", 404) from None
         for f in model_folders(self.ws.model_dir):
-            if f.path.name == name:
-                return f
+            if f.path.name == name and class_name:
+                return self.checked(f)
         raise ApiError(f"there is no model {name!r} in {self.ws.model_dir}", 404)
+
+    def checked(self, folder: ModelFolder) -> ModelFolder:
+        self.inside(folder.path)
+        for name in (CONFIG, STATE, PREVIEW, LIVE):
+            if folder.file(name).exists():
+                self.inside(folder.file(name))
+        return folder
+
+    def local_models(self) -> list[ModelFolder]:
+        """The workspace's models, less those whose folder links outside it."""
+        out = []
+        for f in model_folders(self.ws.model_dir):
+            with contextlib.suppress(ApiError):
+                out.append(self.checked(f))
+        return out
 
     # ------------------------------------------------------------------ overview
     async def status(self, request: Request) -> JSONResponse:
@@ -121,7 +201,7 @@ class UI:
 
     def _models(self) -> list[dict]:
         out = []
-        for f in model_folders(self.ws.model_dir):
+        for f in self.local_models():
             kind = next((k for k, r in RECIPES.items() if r.class_name == f.class_name), None)
             try:
                 state = f.read_json(STATE)
@@ -148,9 +228,10 @@ class UI:
         path = self.face_path(request.path_params["side"], request.path_params["name"])
         if request.query_params.get("debug") != "1":
             return FileResponse(path, headers={"Cache-Control": "no-store"})
-        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ApiError(f"{path} cannot be decoded: the image is damaged", 422)
+        try:
+            img = read_image(path)
+        except DamagedImage as exc:
+            raise ApiError(str(exc), 422) from None
         try:  # the debug overlay: the landmarks the face was aligned with
             m = face_meta.read(path)
             for x, y in m.landmarks:
@@ -161,7 +242,7 @@ class UI:
 
     async def delete_faces(self, request: Request) -> JSONResponse:
         side = self.side(request.path_params["side"])
-        names = (await request.json()).get("names") or []
+        names = (await Body.of(request)).raw("names", list, [])
         paths = list(dict.fromkeys(self.face_path(side, str(n)) for n in names))
         if not paths:
             raise ApiError("select faces first")
@@ -182,9 +263,7 @@ class UI:
 
     async def sort_faces(self, request: Request) -> JSONResponse:
         side = self.side(request.path_params["side"])
-        by = (await request.json()).get("by", "blur")
-        if by not in SORT_METHODS:
-            raise ApiError(f"unknown sort method {by!r}: use one of {', '.join(SORT_METHODS)}")
+        by = (await Body.of(request)).get("by")
         self._faceset_idle()
         job = self.jobs.start("sort", [side, "--by", by, "--yes"])
         return JSONResponse(job.describe())
@@ -206,22 +285,16 @@ class UI:
         """Steps 3 and 4 from the page: `facelab extract-faces <side>`, which continues an earlier
         extraction with that one's settings, or (`overwrite`) starts again with the chosen ones."""
         side = self.side(request.path_params["side"])
-        body = await request.json()
+        body = await Body.of(request)
+        overwrite = body.get("overwrite")
         self._faceset_idle()
         if not _images(self.ws.frames_dir(side)):
             raise ApiError(f"{self.ws.frames_dir(side)} has no frames: run `facelab extract-frames {side}`")
         args = [side, "--debug-images" if side == "dst" else "--no-debug-images", "--yes"]
-        if body.get("overwrite") or not self._extraction(side):  # else: the CLI takes the earlier settings
-            face_type, detector = body.get("face_type", "whole"), body.get("detector", DEFAULT_DETECTOR)
-            size = int(body.get("size", 512))
-            if face_type not in FACE_TYPE_NAMES:
-                raise ApiError(f"unknown face type {face_type!r}: use {', '.join(FACE_TYPE_NAMES)}")
-            if detector not in DETECTORS:
-                raise ApiError(f"unknown detector {detector!r}: use one of {', '.join(DETECTORS)}")
-            if not 256 <= size <= 2048:
-                raise ApiError(f"face size {size} is out of range: use 256 to 2048 pixels")
+        if overwrite or not self._extraction(side):  # else: the CLI takes the earlier settings
+            face_type, size, detector = body.get("face_type"), body.get("size"), body.get("detector")
             args += ["--face-type", face_type, "--size", str(size), "--detector", detector]
-        if body.get("overwrite"):  # only when asked: aligned/ may hold faces from elsewhere
+        if overwrite:  # only when asked: aligned/ may hold faces from elsewhere
             args.append("--overwrite")
         return JSONResponse(self.jobs.start("extract-faces", args).describe())
 
@@ -231,45 +304,59 @@ class UI:
         if kind not in RECIPES:
             raise ApiError(f"unknown model kind {kind!r}: use one of {', '.join(sorted(RECIPES))}")
         name = request.query_params.get("name", "")
-        folder = ModelFolder.of(self.ws.model_dir, name, RECIPES[kind].class_name) if name else None
-        saved = folder.read_json("config.json").get("options", {}) if folder and folder.exists() else None
+        folder = self._named_folder(name, kind) if name else None
+        saved = self._saved_options(folder) if folder and folder.exists() else None
         specs = model_options.specs(kind).values()
         return JSONResponse({"model": kind, "exists": saved is not None,
                              "folder": folder.path.name if folder else None, "options": [
             _option_json(o, (saved or {}).get(o.name), locked=saved is not None and not o.changeable)
             for o in specs]})  # fmt: skip
 
-    async def train_start(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        kind = str(body.get("model", "")).lower()
-        if kind not in RECIPES:
-            raise ApiError(f"unknown model kind {kind!r}: use one of {', '.join(sorted(RECIPES))}")
-        name = str(body.get("name", "")).strip()
-        from facelab.train.catalog import check_name
-
+    def _named_folder(self, name: str, kind: str) -> ModelFolder:
+        """The folder a model name from a request would have, the name checked before the path is built."""
         try:
             check_name(name)
-        except (ValueError, FacelabError) as exc:
+        except FacelabError as exc:
             raise ApiError(f"model name: {exc}") from None
-        folder = ModelFolder.of(self.ws.model_dir, name, RECIPES[kind].class_name)
+        return self.checked(ModelFolder.of(self.ws.model_dir, name, RECIPES[kind].class_name))
+
+    def _saved_options(self, folder: ModelFolder) -> dict:
+        options = folder.read_json(CONFIG).get("options", {})
+        if not isinstance(options, dict):
+            raise ApiError(f"{folder.file(CONFIG)} is damaged (its options are not a mapping)")
+        return options
+
+    async def train_start(self, request: Request) -> JSONResponse:
+        body = await Body.of(request)
+        kind = body.get("model").lower()
+        if kind not in RECIPES:
+            raise ApiError(f"unknown model kind {kind!r}: use one of {', '.join(sorted(RECIPES))}")
+        name = body.get("name")
+        folder = self._named_folder(name, kind)
         if folder.is_locked():
             raise ApiError(f"{folder} is being trained already: stop that trainer, or train another model")
         # The CLI's own checks, so the page gets their messages before a job starts.
-        pairs = [f"{k}={v}" for k, v in (body.get("options") or {}).items()]
-        given = model_options.parse_pairs(kind, pairs)
+        specs = model_options.specs(kind)
+        given = {}
+        for key, value in body.raw("options", dict, {}).items():
+            if key not in specs:
+                raise ApiError(f"{key}: {kind} has no option {key!r}")
+            try:
+                given[key] = specs[key].from_json(value)
+            except ValueError as exc:
+                raise ApiError(str(exc)) from None
         if folder.exists():
-            saved = folder.read_json("config.json").get("options", {})
+            saved = self._saved_options(folder)
             model_options.refuse_fixed(kind, model_options.saved_options(kind, saved), given)
-        args = ["--model", kind, "--name", name, "--save-every", str(float(body.get("save_every", 25)))]
+        pairs = [f"{k}={v}" for k, v in given.items()]
+        args = ["--model", kind, "--name", name, "--save-every", str(body.get("save_every"))]
         job = self.jobs.start("train", args + [a for p in pairs for a in ("--opt", p)])
         return JSONResponse(job.describe())
 
     async def train_command(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        folder = self.model(str(body.get("folder", "")))
-        key = str(body.get("key", ""))
-        if key not in keys.COMMANDS:
-            raise ApiError(f"unknown trainer key {key!r} (one of {', '.join(keys.COMMANDS)})")
+        body = await Body.of(request)
+        folder = self.model(body.get("folder"))
+        key = body.get("key")
         if not folder.is_locked():
             raise ApiError(f"{folder.path.name} is not training now")
         keys.send_command(folder.path, key)
@@ -278,21 +365,22 @@ class UI:
     async def train_live(self, request: Request) -> JSONResponse:
         folder = self.model(request.path_params["folder"])
         live, state = {}, {}
-        with contextlib.suppress(OSError, ValueError):
-            live = json.loads((folder.path / "live.json").read_text())
+        with contextlib.suppress(FacelabError):
+            live = folder.read_json(LIVE)
         with contextlib.suppress(FacelabError):
             state = folder.read_json(STATE)
-        if not live:
-            points = state.get("history", {}).get("buckets", [])
+        if not isinstance(live, dict) or not live:
+            history = state.get("history")
+            points = history.get("buckets", []) if isinstance(history, dict) else []
             live = {"iteration": state.get("iteration", 0), "points": points}
-        preview = folder.path / "preview.jpg"
+        preview = folder.file(PREVIEW)
         live |= {"saved_iteration": state.get("iteration"), "training": folder.is_locked(),
                  "preview_mtime": preview.stat().st_mtime if preview.exists() else None}  # fmt: skip
         return JSONResponse(live)
 
     async def train_preview(self, request: Request) -> Response:
         folder = self.model(request.path_params["folder"])
-        path = folder.path / "preview.jpg"
+        path = folder.file(PREVIEW)
         if not path.exists():
             raise ApiError("no preview yet: it appears at the first save", 404)
         return FileResponse(path, headers={"Cache-Control": "no-store"})
@@ -302,7 +390,7 @@ class UI:
         """The merge model (loaded once per saved checkpoint) and the dst frame plans."""
         from facelab.merge.pipeline import MergeModel, find_model, plan_frames
 
-        folder = self.model(folder_name) if folder_name else find_model(self.ws, None)
+        folder = self.model(folder_name) if folder_name else self.checked(find_model(self.ws, None))
         iteration = folder.read_json(STATE).get("iteration")
         with self._merge_lock:
             if self._merger is None or self._merger[:2] != (folder.path, iteration):
@@ -314,7 +402,8 @@ class UI:
         from facelab.merge.pipeline import SESSION
         from facelab.merge.session import Session
 
-        return Session.load(folder.path / SESSION)
+        path = folder.path / SESSION
+        return Session.load(self.inside(path) if path.exists() else path)
 
     async def merge_info(self, request: Request) -> JSONResponse:
         folder, model, plans = await run_in_threadpool(self.merger, request.query_params.get("model"))
@@ -329,25 +418,36 @@ class UI:
 
     def _settings(self, raw) -> dict:
         try:
-            return merge_settings.validate(raw if isinstance(raw, dict) else json.loads(raw or "{}"))
+            data = raw if isinstance(raw, dict) else json.loads(raw or "{}")
+            if not isinstance(data, dict):
+                raise ValueError("settings must be a JSON object of setting: value")
+            return merge_settings.validate(data, strict=True)
         except (ValueError, TypeError) as exc:
             raise ApiError(str(exc)) from None
 
     async def merge_frame_settings(self, request: Request) -> JSONResponse:
         folder, _, _ = await run_in_threadpool(self.merger, request.query_params.get("model"))
-        frame = int(request.query_params.get("frame", 0))
+        frame = self._query_frame(request, 0)
         return JSONResponse({"frame": frame, "settings": self.session(folder).for_frame(frame)})
+
+    def _query_frame(self, request: Request, default: int) -> int:
+        text = request.query_params.get("frame")
+        try:
+            return FIELDS["frame"].parse(text) if text is not None else default
+        except ValueError as exc:
+            raise ApiError(str(exc)) from None
 
     async def merge_render(self, request: Request) -> Response:
         from facelab.merge.pipeline import find_plan, render_frame
 
         q = request.query_params
         folder, model, plans = await run_in_threadpool(self.merger, q.get("model"))
-        frame = int(q.get("frame", plans[0].number))
+        frame = self._query_frame(request, plans[0].number)
         try:
             plan = find_plan(plans, frame)
         except FacelabError as exc:
             raise ApiError(str(exc), 404) from None
+        self.inside(plan.path)
         if q.get("original") == "1":
             return FileResponse(self.inside(plan.path), headers={"Cache-Control": "no-store"})
         if q.get("settings"):
@@ -363,10 +463,12 @@ class UI:
 
     async def merge_save(self, request: Request) -> JSONResponse:
         """Settings for one frame, or (scope "following") for it and every frame after it."""
-        body = await request.json()
-        folder, _, plans = await run_in_threadpool(self.merger, body.get("model"))
-        frame = int(body["frame"])
-        wanted = self._settings(body.get("settings") or {})
+        body = await Body.of(request)
+        folder, _, plans = await run_in_threadpool(self.merger, body.get("model") or None)
+        if "frame" not in body.data:
+            raise ApiError("frame is missing: say which frame the settings are for")
+        frame = body.get("frame")
+        wanted = self._settings(body.raw("settings", dict, {}))
         session = self.session(folder)
         last = plans[-1].number if body.get("scope") == "following" else frame
         session.set_frames(frame, last, wanted)
@@ -374,11 +476,15 @@ class UI:
         return JSONResponse({"frame": frame, "last": last, "settings": session.for_frame(frame)})
 
     async def merge_all(self, request: Request) -> JSONResponse:
-        body = await request.json()
-        folder, _, _ = await run_in_threadpool(self.merger, body.get("model"))
+        body = await Body.of(request)
+        folder, _, _ = await run_in_threadpool(self.merger, body.get("model") or None)
         if self.jobs.running("merge"):
             raise ApiError("a merge is already running")
-        job = self.jobs.start("merge", ["--model", folder.name])
+        other = merged_by_other(self.ws.merged_dir, folder.path.name)
+        if other and not body.get("overwrite"):
+            raise ApiError(f"{self.ws.merged_dir} holds frames merged with {other}: confirm to replace them",
+                           409)  # fmt: skip
+        job = self.jobs.start("merge", ["--model", folder.name, "--overwrite"])
         return JSONResponse(job.describe())
 
     async def make_video(self, request: Request) -> JSONResponse:
@@ -387,20 +493,10 @@ class UI:
         if not self._merged_count():
             raise ApiError(f"no merged frames in {self.ws.merged_dir}: merge first")
         result = self.ws.root / "result.mp4"
-        if result.exists() and not (await request.json()).get("overwrite"):
+        if result.exists() and not (await Body.of(request)).get("overwrite"):
             raise ApiError(f"{result} exists already: confirm to replace it", 409)
         job = self.jobs.start("make-video", ["--overwrite"] if result.exists() else [])
         return JSONResponse(job.describe())
-
-    async def file(self, request: Request) -> Response:
-        """Any image or video inside the workspace (debug images, merged frames, result.mp4)."""
-        rel = request.query_params.get("path", "")
-        path = self.inside(self.ws.root / rel)
-        if not path.is_file():
-            raise ApiError(f"there is no file {rel!r} in the workspace", 404)
-        if path.suffix.lower() not in IMAGE_EXTS | {".mp4", ".mov", ".avi", ".mkv"}:
-            raise ApiError("only images and videos are served", 403)
-        return FileResponse(path)
 
 
 def create_app(workspace: Path, token: str | None = None) -> Starlette:
@@ -426,6 +522,11 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
                 return JSONResponse({"error": f"bad request: {exc}"}, 400)
             except FileNotFoundError as exc:
                 return JSONResponse({"error": f"{exc.filename} is gone (was the workspace changed?)"}, 410)
+            except BodyTooLarge:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug: answer in the API's shape, keep serving
+                traceback.print_exc()
+                return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
             if ui.token and request.query_params.get("token") == ui.token:
                 response.set_cookie(TOKEN_COOKIE, ui.token, httponly=True, samesite="strict")
             return response
@@ -456,10 +557,52 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
         Route("/api/merge/render", guard(ui.merge_render)),
         Route("/api/merge/all", guard(ui.merge_all), methods=["POST"]),
         Route("/api/video", guard(ui.make_video), methods=["POST"]),
-        Route("/api/file", guard(ui.file)),
         Mount("/static", app=_guarded_static(ui)),
     ]
-    return Starlette(routes=routes, middleware=[] if token else [Middleware(LocalHostOnly)])
+    middleware = [Middleware(BodyLimit)] + ([] if token else [Middleware(LocalHostOnly)])
+    return Starlette(routes=routes, middleware=middleware)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse a request body over `MAX_BODY` before reading it (by its Content-Length), or as soon as
+    a body without one passes the limit, so a 1 GB POST cannot make the server read 1 GB."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refuse = JSONResponse({"error": f"the request body is over the {self.limit // 2**20} MB limit"}, 413)
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await refuse(scope, receive, send)
+            return
+        seen, started = 0, False
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise BodyTooLarge
+            return message
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if not started:
+                await refuse(scope, receive, send)
 
 
 class LocalHostOnly:

@@ -65,8 +65,10 @@ function optionInput(o, value, onChange) {
 }
 
 function readInput(o, input) {
-  // Numbers go to the server as typed; it checks them and names the range.
-  return o.type === "bool" ? input.checked : input.value;
+  // Values go to the server as JSON of the option's type; it checks them and names the range.
+  if (o.type === "bool") return input.checked;
+  if ((o.type === "int" || o.type === "float") && input.value.trim() !== "") return Number(input.value);
+  return input.value;
 }
 
 // ------------------------------------------------------------------ pages
@@ -438,7 +440,14 @@ async function mergeKey(e) {
 async function mergeAll() {
   const m = state.merge;
   if (m.frames.length) await saveFrame("frame");
-  await api("/api/merge/all", { model: m.model || $("mg-model").value });
+  const model = m.model || $("mg-model").value;
+  try {
+    await api("/api/merge/all", { model });
+  } catch (e) {  // frames merged with another model are replaced only when confirmed
+    if (!/confirm to replace/.test(String(e.message)) || !confirm(`${e.message}?`)) return;
+    await api("/api/merge/all", { model, overwrite: true });
+    showError("");
+  }
   $("mg-note").textContent = "merging every frame not merged yet at its settings (see Jobs)";
   refreshStatus();
 }
