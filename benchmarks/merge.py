@@ -26,7 +26,7 @@ def main() -> None:
     import numpy as np
 
     from facelab.merge.pipeline import MergeModel
-    from facelab.train.checkpoint import ModelFolder
+    from facelab.models.folder import ModelFolder
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = faces_workspace(Path(tmp))

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from pathlib import Path
 
 from facelab import __version__
-
-_CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
 
 
 def _version(dist: str) -> str:
@@ -18,37 +15,12 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def cpu_summary() -> tuple[str, list[str]]:
-    name, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                name = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return name, [f for f in _CPU_FLAGS if f in flags]
-
-
-def has_amx() -> bool:
-    """True when this CPU has AMX tiles for bf16, which is when bf16 autocast pays on CPU."""
-    import torch
-
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if check is not None:
-        try:
-            return bool(check())
-        except RuntimeError:
-            return False
-    return "amx_bf16" in cpu_summary()[1]
-
-
 def collect() -> list[tuple[str, str]]:
     import os
 
     import torch
 
+    from facelab.device import cpu_summary, has_amx
     from facelab.faces.weights import available_models
     from facelab.media.ffmpeg import ffmpeg_exe, ffmpeg_version
 

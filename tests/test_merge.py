@@ -9,15 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
+from facelab.color import MODES as COLOR_MODES
 from facelab.faces import meta
 from facelab.faces.faceset import load_faceset
 from facelab.media.probe import probe_video
 from facelab.merge.blend import FaceInput, finish_face, merge_frame
-from facelab.merge.color import MODES as COLOR_MODES
 from facelab.merge.pipeline import MergeModel, cut_faces, plan_frames
-from facelab.merge.session import Session
+from facelab.merge.session import MergeSession
 from facelab.merge.settings import validate
-from facelab.train.checkpoint import ModelFolder
+from facelab.models.folder import ModelFolder
 from facelab.workspace import Workspace
 from tests.conftest import assert_clean_error, run_cli
 from tests.train_tiny import tiny_options
@@ -189,7 +189,7 @@ def test_other_settings_change_the_face(merge_ws: Path, model: MergeModel):
 
 
 def test_interactive_settings_for_one_frame_and_the_following_ones(tmp_path: Path):
-    session = Session(tmp_path / "merge_session.json")
+    session = MergeSession(tmp_path / "merge_session.json")
     everything = session.for_frame(1)
     session.set_frames(10, 100, everything | {"erode": 40})  # `?` at frame 10: every following frame
     session.set_frames(20, 20, everything | {"erode": 40})  # what frame 20 gets anyway: no override
@@ -202,7 +202,7 @@ def test_interactive_settings_for_one_frame_and_the_following_ones(tmp_path: Pat
     session.set_frames(10, 100, everything | {"erode": 10})  # `?` again at 10 replaces that range
     assert [session.for_frame(n)["erode"] for n in (10, 20, 100)] == [10, 10, 10]
     session.save()
-    assert Session.load(session.path).overrides == session.overrides
+    assert MergeSession.load(session.path).overrides == session.overrides
 
 
 def test_frame_range_settings_preview_and_config(merge_ws: Path, tmp_path: Path):
@@ -213,7 +213,7 @@ def test_frame_range_settings_preview_and_config(merge_ws: Path, tmp_path: Path)
     assert not np.array_equal(before, cv2.imread(str(merge_ws / "data_dst" / "merged" / "00050.png")))
     proc = run_cli("merge", "-w", merge_ws, "-q")  # the session keeps the range's settings
     assert "merged 0 frames" in proc.stdout and "125 already done" in proc.stdout
-    session = Session.load(merge_ws / "model" / "m_Quick96" / "merge_session.json")
+    session = MergeSession.load(merge_ws / "model" / "m_Quick96" / "merge_session.json")
     assert session.for_frame(50)["erode"] == 80 and session.for_frame(10)["erode"] == 0
     config = tmp_path / "merge.yaml"
     config.write_text("mode: seamless\ncolor-transfer: mkl-m\n")

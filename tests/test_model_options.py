@@ -170,14 +170,14 @@ def test_option_prompts_on_a_terminal(train_ws: Path):
 
 
 def test_ct_mode_moves_src_colours_toward_dst():
-    from facelab.train.colour import colour_transfer
+    from facelab.train.color import color_transfer
 
     g = torch.Generator().manual_seed(0)
     src = (torch.rand(3, 3, 32, 32, generator=g) * 100).byte()  # dark
     dst = (155 + torch.rand(3, 3, 32, 32, generator=g) * 100).byte()  # bright
     masks = torch.full((3, 2, 32, 32), 255, dtype=torch.uint8)
     for mode in ("rct", "lct", "mkl", "idt", "sot"):
-        out = colour_transfer(src, dst, masks, mode)
+        out = color_transfer(src, dst, masks, mode)
         assert out.dtype == torch.uint8 and out.shape == src.shape
         gap_before = abs(float(src.float().mean() - dst.float().mean()))
         assert abs(float(out.float().mean() - dst.float().mean())) < 0.3 * gap_before, mode
@@ -185,7 +185,7 @@ def test_ct_mode_moves_src_colours_toward_dst():
 
 def test_hsv_jitter_and_uniform_yaw():
     from facelab.train.augment import YawSampler
-    from facelab.train.colour import hsv_jitter
+    from facelab.train.color import hsv_jitter
 
     batch = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
     out = hsv_jitter(batch, 0.3, sample_generators(3, start=0, count=len(batch)))
@@ -229,7 +229,7 @@ def test_gan_and_true_face_train_their_discriminators(train_ws: Path):
     from safetensors.torch import load_file
 
     from facelab.merge.pipeline import MergeModel
-    from facelab.train.checkpoint import ModelFolder
+    from facelab.models.folder import ModelFolder
 
     opts = _options(
         archi="df-ud", gan_power=0.1, true_face_power=0.2, face_style_power=5.0, bg_style_power=5.0
@@ -255,7 +255,7 @@ def test_gan_and_true_face_train_their_discriminators(train_ws: Path):
 
 def test_amp_gan_judges_both_sides_and_keeps_the_dst_background():
     from facelab.models import create_model
-    from facelab.train.extras import Extras
+    from facelab.train.extras import ExtraLosses
 
     amp = create_model("amp", resolution=64, ae_dims=32, inter_dims=64, e_dims=16, d_dims=16, d_mask_dims=16)
     g = torch.Generator().manual_seed(0)
@@ -266,7 +266,7 @@ def test_amp_gan_judges_both_sides_and_keeps_the_dst_background():
 
     def terms(r, dst_pred):
         torch.manual_seed(0)  # the same discriminator weights for every call
-        extras = Extras(r, amp, 0, torch.device("cpu"))
+        extras = ExtraLosses(r, amp, 0, torch.device("cpu"))
         with torch.no_grad():
             out = {"src": face, "dst": dst_pred}
             return extras.generator_terms(out, batches, extras.soft_masks(batches)).item()
@@ -303,7 +303,7 @@ def test_pretrain_ignores_dst_and_ending_it_restarts(train_ws: Path, tmp_path: P
     assert res.iteration == 3
     state = (res.folder / "state.json").read_text()
     assert '"dst": ' in state
-    from facelab.train.checkpoint import ModelFolder
+    from facelab.models.folder import ModelFolder
 
     before = ModelFolder(res.folder).load().weights
     with pytest.raises(Exception, match="pretrain needs --pretrain-faces"):
@@ -322,7 +322,7 @@ def test_amp_trains_only_encoder_and_decoder_and_morph_changes_the_merge(train_w
     from safetensors.torch import load_file
 
     from facelab.merge.pipeline import MergeModel
-    from facelab.train.checkpoint import ModelFolder
+    from facelab.models.folder import ModelFolder
 
     amp = {"resolution": 64, "face_type": "f", "ae_dims": 32, "inter_dims": 64, "e_dims": 16, "d_dims": 16,
            "d_mask_dims": 16, "batch_size": 2}  # fmt: skip

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from facelab.models import create_model, list_models, load_model
+from facelab.models import create_model, list_models
 from facelab.models.blocks import depth_to_space
-from facelab.models.registry import save_model
+from facelab.models.folder import ModelFolder, load_network
 
 TINY = {"ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16}
 CASES = (
@@ -43,9 +43,10 @@ def test_forward_backward_shapes_and_round_trip(tmp_path: Path, name: str, opts:
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)  # every weight learns
     model.eval()
-    save_model(model, tmp_path / "m")
-    again = load_model(tmp_path / "m").eval()
-    assert again.config == model.config
+    folder = ModelFolder.of(tmp_path, "m", name)  # the real format, as training saves it
+    folder.save({"architecture": model.config}, model.state_dict(), {}, {"iteration": 1}, "")
+    again, ckpt = load_network(folder)
+    assert again.config == model.config and not again.training and ckpt.state["iteration"] == 1
     face, mask, dst_mask = model.swap(dst)
     face2, mask2, dst_mask2 = again.swap(dst)
     assert torch.equal(face, face2) and torch.equal(mask, mask2) and torch.equal(dst_mask, dst_mask2)

@@ -316,7 +316,7 @@ def test_no_route_reads_outside_the_workspace_and_bodies_are_checked(ui_ws: Path
 
     import torch
 
-    from facelab.train.checkpoint import ModelFolder
+    from facelab.models.folder import ModelFolder
 
     def save(folder: ModelFolder, options: dict) -> None:
         folder.save({"options": options}, {"w": torch.zeros(2)}, {}, {"iteration": 3}, "")

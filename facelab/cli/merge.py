@@ -57,19 +57,19 @@ def register(sub, common) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from facelab.merge.pipeline import SESSION, MergeModel, find_model, merge, preview_frame
-    from facelab.merge.session import Session, SessionError
+    from facelab.merge.pipeline import MergeModel, merge, preview_frame
+    from facelab.merge.session import MergeSession, SessionError
     from facelab.merge.settings import OPTIONS
+    from facelab.models.folder import find_model
 
     ws = workspace_from(args)
-    folder = find_model(ws, args.model)
-    path = folder.path / SESSION
+    folder = find_model(ws.model_dir, args.model)
     try:
-        session = Session(path) if args.fresh_session else Session.load(path)
+        session = MergeSession.of(folder, fresh=args.fresh_session)
     except SessionError as exc:
         if not (prompts.interactive() and prompts.ask_bool(f"{exc}. Start a fresh session", True)):
             raise
-        session = Session(path)
+        session = MergeSession.of(folder, fresh=True)
     changes = load_config(args.config, OPTIONS) if args.config else {}
     changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     model = MergeModel(folder, device=args.device)
@@ -98,7 +98,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         k: v for k, v in session.settings.items() if v != next(o.default for o in OPTIONS if o.name == k)
     }
     say(
-        f"settings (saved in {path.name}): "
+        f"settings (saved in {session.path.name}): "
         + (", ".join(f"{k}={v}" for k, v in changed.items()) or "defaults")
     )
     return 0

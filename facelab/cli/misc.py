@@ -64,6 +64,7 @@ def register_demo(sub, common) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from facelab.demo import make_sample_videos
+    from facelab.models.folder import PREVIEW, ModelFolder
     from facelab.run import RunOptions, run, summary
 
     ws = Workspace(args.workspace or Path("demo-workspace"))
@@ -74,7 +75,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     say(summary(results))
     say(f"done in {time.perf_counter() - start:.0f} s")
     say(f"result:        {ws.root / 'result.mp4'} (mask: result_mask.mp4)")
-    say(f"preview:       {ws.model_dir / 'demo_Quick96' / 'preview.jpg'}")
+    say(f"preview:       {ModelFolder.of(ws.model_dir, 'demo', 'Quick96').file(PREVIEW)}")
     say(f"aligned faces: {ws.aligned_dir('src')} and {ws.aligned_dir('dst')}")
     say(
         f"{args.minutes:g} minutes of training give a blurred face that starts to look like the source; "

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelab.color import transfer
 from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
-from facelab.merge.color import transfer
 
 MAX_WORK = 1024  # masks are shaped at 4x the model's resolution, up to this size
 

@@ -22,17 +22,15 @@ import numpy as np
 import torch
 
 from facelab import progress
+from facelab.device import pick_device, pick_precision
 from facelab.errors import FacelabError
 from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, face_transform
 from facelab.faces.faceset import load_faceset
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
-from facelab.merge.session import JOURNAL, SESSION, Session, merged_by_other, read_journal, settings_hash
-from facelab.models import create_model
+from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
+from facelab.models.folder import ModelFolder, load_network
 from facelab.procs import clean_pool
-from facelab.train.checkpoint import ModelFolder, model_folders
-from facelab.train.extras import model_weights
-from facelab.train.trainer import pick_device, pick_precision
 from facelab.workspace import Workspace, numbered_images
 
 BATCH = 8  # faces per model call
@@ -50,16 +48,12 @@ class MergeModel:
     """A trained model in inference mode: crops in, (face, face mask, dst mask) out."""
 
     def __init__(self, folder: ModelFolder, device: str = "auto", precision: str = "auto"):
-        ckpt = folder.load(optimizer=False)  # weights only: the optimizer file is training's
-        arch = {k: v for k, v in ckpt.config["architecture"].items() if k != "name"}
+        self.device = pick_device(device)
+        self.model, ckpt = load_network(folder, self.device)
         self.name = folder.path.name
         self.face_type = ckpt.config["face_type"]
-        self.res = int(arch["resolution"])
-        self.device = pick_device(device)
+        self.res = int(self.model.config["resolution"])
         self.precision = pick_precision(precision, self.device)
-        self.model = create_model(ckpt.config["architecture"]["name"], **arch)
-        self.model.load_state_dict(model_weights(ckpt.weights))  # without discriminators
-        self.model.to(self.device).eval()
         self.id = f"{self.name}@{ckpt.state.get('iteration')}"
 
     @torch.inference_mode()
@@ -83,20 +77,6 @@ class MergeModel:
             f, mk, dm = (t.float().cpu().numpy() for t in out)
             face[sel], mask[sel], dst_mask[sel] = f.transpose(0, 2, 3, 1), mk[:, 0], dm[:, 0]
         return face, mask, dst_mask
-
-
-def find_model(ws: Workspace, name: str | None) -> ModelFolder:
-    folders = model_folders(ws.model_dir)
-    if not folders:
-        raise FacelabError(f"no trained model in {ws.model_dir}: run `facelab train` first")
-    if name is None:
-        return folders[0]
-    matches = [f for f in folders if f.name == name or f.path.name == name]
-    if not matches:
-        raise FacelabError(
-            f"no model {name!r} in {ws.model_dir} (models: {', '.join(f.name for f in folders)})"
-        )
-    return matches[0]
 
 
 def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
@@ -165,7 +145,7 @@ class MergeSummary:
     seconds: float = 0.0
 
 
-def merge(ws: Workspace, model: MergeModel, session: Session, workers: int | None = None,
+def merge(ws: Workspace, model: MergeModel, session: MergeSession, workers: int | None = None,
           only: tuple[int, int] | None = None, overwrite: bool = False) -> MergeSummary:  # fmt: skip
     """Merge every dst frame (or the range `only`), skipping frames done with the same settings.
     Frames another model made are replaced only with `overwrite`."""
@@ -291,7 +271,7 @@ def render_frame(model: MergeModel, plan: FramePlan, s: dict) -> tuple[np.ndarra
 
 
 def preview_frame(
-    ws: Workspace, model: MergeModel, session: Session, number: int, out_dir: Path
+    ws: Workspace, model: MergeModel, session: MergeSession, number: int, out_dir: Path
 ) -> tuple[Path, Path]:
     """Merge one frame with the session's settings for it into `out_dir`; the session is not changed."""
     plan = find_plan(plan_frames(ws, model.face_type), number)
@@ -301,5 +281,5 @@ def preview_frame(
     return out, out_mask
 
 
-__all__ = ["SESSION", "MergeModel", "find_model", "find_plan", "merge", "plan_frames", "preview_frame",
+__all__ = ["MergeModel", "find_plan", "merge", "plan_frames", "preview_frame",
            "render_frame"]  # fmt: skip

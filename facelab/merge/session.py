@@ -15,8 +15,8 @@ from pathlib import Path
 from facelab.errors import FacelabError
 from facelab.fsutil import write_json_atomic
 from facelab.merge import settings as merge_settings
+from facelab.models.folder import SESSION, ModelFolder
 
-SESSION = "merge_session.json"
 JOURNAL = ".merge.jsonl"
 
 
@@ -25,13 +25,19 @@ class SessionError(FacelabError):
 
 
 @dataclass
-class Session:
+class MergeSession:
     path: Path
     settings: dict = field(default_factory=lambda: merge_settings.validate({}))
     overrides: list[dict] = field(default_factory=list)  # {"first": n, "last": n, "settings": {...}}
 
     @classmethod
-    def load(cls, path: Path) -> Session:
+    def of(cls, folder: ModelFolder, fresh: bool = False) -> MergeSession:
+        """The session kept in a model's folder (`fresh`: the defaults, ignoring a saved one)."""
+        path = folder.path / SESSION
+        return cls(path) if fresh else cls.load(path)
+
+    @classmethod
+    def load(cls, path: Path) -> MergeSession:
         if not path.exists():
             return cls(path)
         try:

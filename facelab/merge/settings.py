@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from facelab.merge.color import MODES as COLOR_MODES
+from facelab.color import MODES as COLOR_MODES
 from facelab.options import Option
 
 MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")

@@ -1,24 +1,18 @@
 """One registry and one factory: `create_model("saehd", resolution=128, archi="liae-ud")`.
 
-A model's folder holds `config.json` (name and options) and `model.safetensors`, so it
-describes itself and loads without running any code from the file.
+Every network keeps its name and options in `model.config`, which the model folder saves in
+config.json (see folder.py), so a saved network describes itself and loads without running
+any code from the file.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from facelab.fsutil import atomic_path, write_json_atomic
 from facelab.models.amp import AMPNet
 from facelab.models.archi import Autoencoder
-
-CONFIG = "config.json"
-WEIGHTS = "model.safetensors"
 
 # name -> (builder, default architecture options)
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
@@ -50,22 +44,6 @@ def create_model(name: str, **options) -> nn.Module:
     opts = model_options(name, **options)
     model = _REGISTRY[name][0](**opts)
     model.config = {"name": name, **opts}
-    return model
-
-
-def save_model(model: nn.Module, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
-    write_json_atomic(folder / CONFIG, model.config)
-
-
-def load_model(folder: Path) -> nn.Module:
-    config = json.loads((folder / CONFIG).read_text())
-    name = config.pop("name")
-    model = create_model(name, **config)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
     return model
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import fsync_dir
-from facelab.train.checkpoint import CONFIG, STATE, TRASH, CheckpointError, ModelFolder, model_folders
+from facelab.models.folder import CONFIG, STATE, TRASH, CheckpointError, ModelFolder
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 
@@ -39,18 +38,6 @@ def describe(folder: ModelFolder) -> dict:
     except CheckpointError as exc:
         row["problem"] = str(exc)
     return row
-
-
-def find(model_root: Path, name: str, class_name: str | None = None) -> ModelFolder:
-    matches = [ModelFolder(p) for p in sorted(Path(model_root).glob(f"{glob.escape(name)}_*")) if p.is_dir()]
-    matches = [f for f in matches if f.name == name and class_name in (None, f.class_name)]
-    if not matches:
-        known = ", ".join(sorted({f.name for f in model_folders(model_root)})) or "none"
-        raise FacelabError(f"no model named {name!r} in {model_root} (models there: {known})")
-    if len(matches) > 1:
-        kinds = ", ".join(f.class_name for f in matches)
-        raise UsageError(f"{name!r} names several models ({kinds}): add --kind")
-    return matches[0]
 
 
 def _check_idle(folder: ModelFolder) -> None:

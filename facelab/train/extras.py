@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 
 from facelab.models.discriminators import CodeDiscriminator, UNetPatchDiscriminator
+from facelab.models.folder import AUX_PREFIXES
 from facelab.train.distributed import average_gradients
 from facelab.train.losses import dssim, gaussian_blur, mse, soft_face_mask
 from facelab.train.optim import OPTIMIZERS
 
-GAN, CODE = "gan.", "code_d."
-AUX_PREFIXES = (GAN, CODE)
+GAN, CODE = AUX_PREFIXES
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -38,12 +38,14 @@ def style_loss(a: torch.Tensor, b: torch.Tensor, radius: int, weight: float) -> 
     return ((ma - mb).pow(2).sum(1) + (sa - sb).pow(2).sum(1)) * (weight / a.shape[1])
 
 
-class Extras:
+class ExtraLosses:
+    """The optional loss terms a recipe turns on, with the discriminators and optimisers they need."""
+
     def __init__(self, recipe, model, seed: int, device: torch.device):
-        self.r = recipe
+        self.recipe = recipe
         self.res = model.config["resolution"]
         self.nets: dict[str, torch.nn.Module] = {}
-        self.opts = {}
+        self.optimizers = {}
         if recipe.gan_power:
             patch = recipe.gan_patch_size or self.res // 8
             self.nets[GAN] = UNetPatchDiscriminator(patch, 3, recipe.gan_dims).to(device)
@@ -53,20 +55,20 @@ class Extras:
             self.nets[CODE] = CodeDiscriminator(probe.shape[1], probe.shape[2]).to(device)
         for prefix, net in self.nets.items():
             opt = OPTIMIZERS[recipe.optimizer]
-            self.opts[prefix] = opt(list(net.named_parameters()), lr=recipe.lr, seed=seed)
+            self.optimizers[prefix] = opt(list(net.named_parameters()), lr=recipe.lr, seed=seed)
 
     @property
     def gan_sides(self) -> tuple[str, ...]:
-        return ("src", "dst") if self.r.loss == "amp" else ("src",)
+        return ("src", "dst") if self.recipe.loss == "amp" else ("src",)
 
     @property
     def active(self) -> bool:
         """Whether generator_terms adds anything this run."""
-        return bool(self.nets) or self.needs_swap or self.r.loss == "amp"
+        return bool(self.nets) or self.needs_swap or self.recipe.loss == "amp"
 
     @property
     def needs_swap(self) -> bool:
-        return bool(self.r.face_style_power or self.r.bg_style_power)
+        return bool(self.recipe.face_style_power or self.recipe.bg_style_power)
 
     @property
     def needs_codes(self) -> bool:
@@ -79,7 +81,7 @@ class Extras:
 
     def generator_terms(self, out: dict, batches: dict, soft: dict[str, torch.Tensor]) -> torch.Tensor:
         """Extra generator loss (a scalar) for this step; `soft` from soft_masks(batches)."""
-        r = self.r
+        r = self.recipe
         _, target_src, _ = batches["src"]
         _, target_dst, _ = batches["dst"]
         total = torch.zeros((), device=target_src.device)
@@ -113,20 +115,20 @@ class Extras:
 
     def discriminator_step(self, out: dict, batches: dict, soft: dict[str, torch.Tensor], step: int,
                            lr: float) -> None:  # fmt: skip
-        for opt in self.opts.values():  # drop what the generator's loss left in the discriminators
+        for opt in self.optimizers.values():  # drop what the generator's loss left in the discriminators
             opt.zero_grad()
         if GAN in self.nets:
             terms = []
             for side in self.gan_sides:
-                target, weight = batches[side][1], soft[side] if self.r.masked_training else 1.0
+                target, weight = batches[side][1], soft[side] if self.recipe.masked_training else 1.0
                 real, fake = target * weight, out[side].detach().float() * weight
                 (real_c, real_p), (fake_c, fake_p) = self.nets[GAN](real), self.nets[GAN](fake)
                 terms += [_bce(real_c, 1.0), _bce(real_p, 1.0), _bce(fake_c, 0.0), _bce(fake_p, 0.0)]
             loss = sum(terms) / len(terms)  # over 4 terms (SAEHD) or 8 (AMP), as the reference
             loss.backward()
             average_gradients(self.nets[GAN].parameters())
-            self.opts[GAN].step(step, lr)
-            self.opts[GAN].zero_grad()
+            self.optimizers[GAN].step(step, lr)
+            self.optimizers[GAN].zero_grad()
         if CODE in self.nets:
             d = self.nets[CODE]
             loss = _bce(d(out["dst_code"].detach().float()), 1.0) + _bce(
@@ -134,15 +136,15 @@ class Extras:
             )
             loss.backward()
             average_gradients(d.parameters())
-            self.opts[CODE].step(step, lr)
-            self.opts[CODE].zero_grad()
+            self.optimizers[CODE].step(step, lr)
+            self.optimizers[CODE].zero_grad()
 
     # ------------------------------------------------------------------ saving
     def weights(self) -> dict[str, torch.Tensor]:
         return {f"{p}{k}": v for p, net in self.nets.items() for k, v in net.state_dict().items()}
 
     def optimizer_state(self) -> dict[str, torch.Tensor]:
-        return {f"{p}{k}": v for p, opt in self.opts.items() for k, v in opt.state_tensors().items()}
+        return {f"{p}{k}": v for p, opt in self.optimizers.items() for k, v in opt.state_tensors().items()}
 
     def load(self, weights: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor]) -> list[str]:
         """Restore what matches; returns the discriminators that start fresh."""
@@ -152,16 +154,8 @@ class Extras:
             o = {k[len(prefix) :]: v for k, v in optimizer.items() if k.startswith(prefix)}
             try:
                 net.load_state_dict(w)
-                self.opts[prefix].load_state_tensors(o)
+                self.optimizers[prefix].load_state_tensors(o)
             except (RuntimeError, ValueError):
                 fresh.append(prefix.rstrip("."))
         return fresh
 
-
-def model_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The autoencoder's own weights from a saved weights file (without discriminators)."""
-    return {k: v for k, v in weights.items() if not k.startswith(AUX_PREFIXES)}
-
-
-def model_optimizer(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if not k.startswith(AUX_PREFIXES)}

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from facelab.fsutil import write_bytes_atomic
+from facelab.models.folder import COMMAND
 
 try:
     import termios
@@ -63,18 +64,17 @@ class KeyReader:
 
 
 COMMANDS = ("s", "b", "p", "enter")
-COMMAND_FILE = "command"
 
 
 def send_command(folder: Path, key: str) -> None:
     """Ask the trainer of `folder` to act on `key` at its next iteration."""
     if key not in COMMANDS:
         raise ValueError(f"unknown trainer command {key!r} (one of {', '.join(COMMANDS)})")
-    write_bytes_atomic(folder / COMMAND_FILE, key.encode(), fsync=False)
+    write_bytes_atomic(folder / COMMAND, key.encode(), fsync=False)
 
 
 def take_command(folder: Path) -> str | None:
-    path = folder / COMMAND_FILE
+    path = folder / COMMAND
     try:
         key = path.read_text().strip()
         path.unlink()

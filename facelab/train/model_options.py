@@ -18,8 +18,9 @@ from facelab import prompts
 from facelab.errors import UsageError
 from facelab.fsutil import write_json_atomic
 from facelab.models.archi import parse_archi
+from facelab.models.folder import BACKUPS
 from facelab.options import Option
-from facelab.train.colour import CT_MODES
+from facelab.train.color import CT_MODES
 
 
 def _archi(value: str) -> str:
@@ -46,7 +47,7 @@ SAEHD = [
     Option("d_mask_dims", int, 22, "mask decoder width", range=(16, 256), changeable=False, check=_even),
     Option("batch_size", int, 8, "faces per side per iteration", range=(1, 256)),
     Option("target_iter", int, 0, "stop at this iteration (0 = train until stopped)", range=(0, 10**9)),
-    Option("autobackup_hour", float, 0.0, "back up into _autobackups/01..24 every N hours (0 = only on b)",
+    Option("autobackup_hour", float, 0.0, f"back up into {BACKUPS}/01..24 every N hours (0 = only on b)",
            range=(0.0, 24.0)),
     Option("write_preview_history", bool, False, "keep a preview image every 10 iterations in history/"),
     Option("random_src_flip", bool, False, "mirror src faces at random (more angles, less likeness)"),

@@ -13,10 +13,8 @@ every save/stop decision once per iteration, and only rank 0 writes.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import secrets
 import shutil
 import signal
 import sys
@@ -25,33 +23,21 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-import cv2
 import torch
 
-from facelab import __version__, progress
+from facelab import progress
+from facelab.device import is_oom, pick_device
 from facelab.errors import FacelabError
-from facelab.fsutil import write_bytes_atomic
-from facelab.info import has_amx
-from facelab.models import create_model
-from facelab.models.amp import FROZEN_PREFIXES
-from facelab.models.blocks import glorot_
-from facelab.models.registry import model_options as arch_options
-from facelab.train import distributed, keys, model_options, preview
-from facelab.train.augment import EpochSampler, YawSampler, augment, generator, sample_generators
-from facelab.train.checkpoint import CONFIG, LIVE, PREVIEW, CheckpointError, ModelFolder
-from facelab.train.colour import colour_transfer, hsv_jitter
-from facelab.train.data import FaceSamples, load_samples
-from facelab.train.extras import Extras, model_optimizer, model_weights
+from facelab.models.folder import CheckpointError, ModelFolder
+from facelab.train import distributed, keys, report, setup
+from facelab.train.augment import augment, sample_generators
+from facelab.train.color import color_transfer, hsv_jitter
+from facelab.train.data import FaceSamples
+from facelab.train.extras import ExtraLosses
 from facelab.train.history import LossHistory
 from facelab.train.losses import masked_face_loss, saehd_face_loss
-from facelab.train.optim import OPTIMIZERS
-from facelab.train.recipes import Recipe, with_options
-from facelab.workspace import Workspace
-
-SIDES = ("src", "dst")
-# TrainOptions fields that SAEHD and AMP keep as model options of these names.
-FLAG_OPTIONS = {"target_iter": "target_iter", "backup_every_hours": "autobackup_hour",
-                "preview_history": "write_preview_history"}  # fmt: skip
+from facelab.train.recipes import Recipe
+from facelab.workspace import SIDES, Workspace
 
 
 @dataclass
@@ -84,226 +70,44 @@ class TrainResult:
     data_share: float  # fraction of iteration time spent making batches
 
 
-def pick_device(choice: str) -> torch.device:
-    if choice == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(choice)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FacelabError("--device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise FacelabError("--device mps: Metal is not available here; use --device cpu")
-    return dev
+class TrainingRun:
+    """One model being trained: its network, optimiser, extra losses, faces and counters.
+    `setup.prepare` opens it (options, faces, a new or resumed network); the methods below are
+    one iteration: draw a batch, run the network, losses, step."""
 
+    model_options: dict  # SAEHD/AMP options of this model ({} for Quick96)
+    recipe: Recipe
+    device: torch.device
+    precision: str
+    data: dict[str, FaceSamples]
+    model: torch.nn.Module
+    net: torch.nn.Module  # what the step calls: the model, or its DDP wrapper
+    opt: object  # the optimiser (train/optim.py)
+    extra_losses: ExtraLosses
+    config: dict  # config.json
+    seed: int
+    iteration: int
+    elapsed: float  # seconds of training, all runs together
+    batch: int
+    drawn: dict[str, int]  # samples drawn so far per side (all ranks together)
+    last_batch: dict | None  # where the last fresh batch started, to repeat it unwarped
+    history: LossHistory
+    preview_faces: dict[str, list[str]]
+    preview_idx: dict[str, list[int]]
+    samplers: dict
+    reused_from: str | None
 
-def pick_precision(choice: str, device: torch.device) -> str:
-    """bf16 autocast only where it pays: a CPU with AMX tiles, or a CUDA GPU with bf16."""
-    if choice != "auto":
-        if choice == "bf16" and device.type == "cpu" and not has_amx():
-            progress.say("note: this CPU has no AMX; bf16 will be much slower than fp32 here")
-        return choice
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if has_amx() else "fp32"
-    return "fp32"
-
-
-# How allocators report a failed allocation. oneDNN (PyTorch's CPU convolutions) says only that it
-# "could not create a primitive" when its workspace cannot be allocated, so that counts as well.
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "could not create a primitive")
-
-
-def is_oom(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or (
-        isinstance(exc, RuntimeError) and any(m in text for m in OOM_MESSAGES)
-    )
-
-
-class Session:
-    """One model being trained: network, optimiser, data, counters."""
-
-    def __init__(self, ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions,
+    def __init__(self, ws: Workspace, recipe: Recipe, folder: ModelFolder, train_options: TrainOptions,
                  ranks: distributed.Ranks = distributed.Ranks()):  # fmt: skip
-        self.ws, self.folder, self.opts, self.ranks = ws, folder, opts, ranks
-        self.options = self._resolve_options(recipe)
-        if self.options:  # SAEHD and AMP keep these in the model (their flags set the options)
-            self.opts = opts = replace(opts, **{f: self.options[k] for f, k in FLAG_OPTIONS.items()})
-        self.recipe = with_options(recipe, self.options)
-        self.device = pick_device(opts.device)
-        self.precision = pick_precision(opts.precision, self.device)
+        self.ws, self.folder, self.train_options, self.ranks = ws, folder, train_options, ranks
         self.stop_requested = False
-        if opts.batch is not None and opts.batch < 1:
-            raise FacelabError(f"--batch {opts.batch}: the batch size must be at least 1")
-        # Faces first: bad data should fail before minutes of model building.
-        arch, face_type = self._planned()
-        label = f"{recipe.class_name} ({face_type}, {arch['resolution']} px)"
-        if self.recipe.pretrain:
-            if not (opts.pretrain_faces and Path(opts.pretrain_faces).is_dir()):
-                raise FacelabError(
-                    "pretrain needs --pretrain-faces DIR: a folder of aligned faces of many people"
-                )
-            shared = load_samples(Path(opts.pretrain_faces), arch["resolution"], face_type, label).to(
-                self.device
-            )
-            self.data = {s: shared for s in SIDES}  # the dst set is not used
-        else:
-            self.data = {
-                s: load_samples(ws.aligned_dir(s), arch["resolution"], face_type, label).to(self.device)
-                for s in SIDES
-            }
-        if folder.exists():
-            self._resume()
-        else:
-            self._create()
-        if self.options:
-            self.batch = self.recipe.batch  # the batch_size option, possibly changed on resume
-        if opts.batch is not None:
-            self.batch = opts.batch
-        if self.recipe.uniform_yaw:
-            self.samplers = {s: YawSampler(self.data[s].yaws, self.seed, s) for s in SIDES}
-        else:
-            self.samplers = {s: EpochSampler(len(self.data[s]), self.seed, s) for s in SIDES}
-        self._pick_preview_faces()
-
-    def _resolve_options(self, base: Recipe) -> dict:
-        """This model's options: saved (resume) or chosen now (new); {} for Quick96."""
-        o = self.opts
-        given = dict(o.model_options)
-        if model_options.specs(base.model):  # a flag that is given wins over the same --opt
-            given |= {k: getattr(o, f) for f, k in FLAG_OPTIONS.items() if getattr(o, f)}
-        if self.folder.exists():
-            saved = self.folder.read_json(CONFIG).get("options", {})
-            return model_options.for_resumed_model(base.model, saved, given, o.override)
-        if o.from_model:
-            other = ModelFolder.of(self.folder.path.parent, o.from_model, base.class_name)
-            saved = other.read_json(CONFIG).get("options", {}) if other.exists() else {}
-            return model_options.for_resumed_model(base.model, saved, given, False)
-        options = model_options.for_new_model(base.model, base.class_name, self.folder.path.parent, given)
-        if options:
-            keys = arch_options(base.model)
-            self.opts.arch = {k: options[k] for k in keys if k in options} | self.opts.arch
-        return options
-
-    def _planned(self) -> tuple[dict, str]:
-        """(architecture, face type) of the model this session will train, without building it."""
-        if self.folder.exists():
-            config = self.folder.read_json(CONFIG)
-        elif self.opts.from_model:
-            other = ModelFolder.of(self.folder.path.parent, self.opts.from_model, self.recipe.class_name)
-            if not other.exists():
-                raise FacelabError(f"--from {self.opts.from_model}: there is no model {other.path}")
-            config = other.read_json(CONFIG)
-        else:
-            return arch_options(self.recipe.model, **self.opts.arch), self.recipe.face_type
-        return config["architecture"], config.get("face_type", self.recipe.face_type)
-
-    # ------------------------------------------------------------------ model and state
-    def _build(self, arch: dict) -> None:
-        torch.manual_seed(self.seed)  # initial weights follow the run's seed
-        self.model = create_model(self.recipe.model, **arch).to(self.device)
-        if self.precision == "bf16":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.net = self.model  # what the training step calls: the model, or its DDP wrapper
-        optimizer = OPTIMIZERS[self.recipe.optimizer]
-        # AMP's inters keep their random initial weights, as in the reference.
-        params = [(n, p) for n, p in self.model.named_parameters() if not n.startswith(FROZEN_PREFIXES)]
-        self.opt = optimizer(params, lr=self.recipe.lr, lr_dropout=self.recipe.lr_dropout, seed=self.seed)
-        self.extras = Extras(self.recipe, self.model, self.seed, self.device)
+        setup.prepare(self, recipe)
 
     def distribute(self) -> None:
         """Wrap the model in DDP: a collective step, so every rank calls it at the same point."""
         if self.ranks.enabled:
             ids = [self.device] if self.device.type == "cuda" else None
             self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-
-    def _create(self) -> None:
-        self.seed = self.opts.seed if self.opts.seed is not None else secrets.randbits(62)
-        arch = dict(self.opts.arch)
-        reused = None
-        if self.opts.from_model:
-            ckpt = ModelFolder.of(
-                self.folder.path.parent, self.opts.from_model, self.recipe.class_name
-            ).load()
-            arch = {k: v for k, v in ckpt.config["architecture"].items() if k != "name"}
-            reused = self.opts.from_model
-        self._build(arch)
-        if reused:
-            self.model.load_state_dict(model_weights(ckpt.weights))
-            self.opt.load_state_tensors(model_optimizer(ckpt.optimizer))
-            self.extras.load(ckpt.weights, ckpt.optimizer)
-        self.config = {
-            "model": self.recipe.model,
-            "class": self.recipe.class_name,
-            "face_type": self.recipe.face_type,
-            "architecture": self.model.config,
-            "training": self.recipe.to_json(),
-            "options": self.options,
-            "created": datetime.now().isoformat(timespec="seconds"),
-            "facelab": __version__,
-            "torch": torch.__version__,
-        }
-        self.iteration, self.elapsed = 0, 0.0
-        self.batch = self.recipe.batch
-        self.drawn = {s: 0 for s in SIDES}  # samples drawn so far per side (all ranks together)
-        self.last_batch: dict | None = None
-        self.history = LossHistory(2)
-        self.preview_faces: dict[str, list[str]] = {}
-        self.reused_from = reused
-
-    def _resume(self) -> None:
-        ckpt = self.folder.load()
-        self.config, state = ckpt.config, ckpt.state
-        if self.config.get("model") != self.recipe.model:
-            raise FacelabError(
-                f"{self.folder} is a {self.config.get('model')} model, not {self.recipe.model}"
-            )
-        self.seed = int(state["seed"])
-        self._build({k: v for k, v in self.config["architecture"].items() if k != "name"})
-        try:
-            self.model.load_state_dict(model_weights(ckpt.weights))
-        except RuntimeError as exc:
-            raise CheckpointError(f"{self.folder} does not match its config.json ({exc})") from None
-        saved_optimizer = self.config.get("training", {}).get("optimizer", "rmsprop")
-        if saved_optimizer == self.recipe.optimizer:
-            try:
-                self.opt.load_state_tensors(model_optimizer(ckpt.optimizer))
-            except ValueError as exc:
-                raise CheckpointError(
-                    f"{self.folder}: optimizer.safetensors does not match ({exc})"
-                ) from None
-        else:
-            progress.say(
-                f"optimiser changed from {saved_optimizer} to {self.recipe.optimizer}: its state starts fresh"
-            )
-        was_pretraining = bool(self.config.get("options", {}).get("pretrain"))
-        for name in self.extras.load(ckpt.weights, ckpt.optimizer):
-            progress.say(f"the {name} discriminator is new or changed: it starts fresh")
-        self.config |= {"options": self.options, "training": self.recipe.to_json()}
-        self.iteration, self.elapsed = int(state["iteration"]), float(state["elapsed_s"])
-        self.batch = int(state["batch"])
-        self.drawn = dict(state["drawn"])
-        self.last_batch = state.get("last_batch")
-        self.history = LossHistory.from_json(state["history"])
-        self.preview_faces = state.get("preview_faces", {})
-        self.reused_from = state.get("reused_from")
-        if was_pretraining and not self.recipe.pretrain:
-            self._end_pretraining()
-
-    def _end_pretraining(self) -> None:
-        """As the reference: the identity-carrying inters start again, and so does the count."""
-        inters = ["inter"] if self.model.kind == "df" else ["inter_AB", "inter_B"]
-        for name in inters:
-            glorot_(getattr(self.model, name))
-        self.opt = type(self.opt)(list(self.model.named_parameters()), lr=self.recipe.lr,
-                                  lr_dropout=self.recipe.lr_dropout, seed=self.seed)  # fmt: skip
-        self.iteration, self.history = 0, LossHistory(2)
-        self.drawn, self.last_batch = {s: 0 for s in SIDES}, None
-        progress.say(f"pretraining ended: {', '.join(inters)} re-initialised, iteration reset to 0")
 
     def state(self) -> dict:
         return {
@@ -323,19 +127,6 @@ class Session:
             "faces": {s: len(self.data[s]) for s in SIDES},
         }
 
-    def _pick_preview_faces(self) -> None:
-        rows = max(1, min(4, self.batch, 800 // self.model.config["resolution"]))
-        self.preview_idx = {}
-        for s in SIDES:
-            names = self.data[s].names
-            index = {n: i for i, n in enumerate(names)}
-            chosen = [index[n] for n in self.preview_faces.get(s, []) if n in index][:rows]
-            if len(chosen) < min(rows, len(names)):
-                perm = torch.randperm(len(names), generator=generator(self.seed, s, "preview")).tolist()
-                chosen += [i for i in perm if i not in chosen][: rows - len(chosen)]
-            self.preview_idx[s] = chosen
-            self.preview_faces[s] = [names[i] for i in chosen]
-
     # ------------------------------------------------------------------ one iteration
     def autocast(self):
         if self.precision == "bf16":
@@ -353,7 +144,7 @@ class Session:
         if side == "src" and r.ct_mode != "none":  # recolour toward random dst faces
             gens = sample_generators(self.seed, "ct", start=first, count=size)
             pick = torch.cat([torch.randint(len(self.data["dst"]), (1,), generator=g) for g in gens])
-            images = colour_transfer(images, self.data["dst"].images[pick.to(self.device)], masks, r.ct_mode)
+            images = color_transfer(images, self.data["dst"].images[pick.to(self.device)], masks, r.ct_mode)
         gens = sample_generators(self.seed, side, "augment", start=first, count=size)
         warped, target, mask = augment(images, masks, r.augment_for(side), gens, warp)
         if side == "src" and r.hsv_power:
@@ -402,117 +193,32 @@ class Session:
                 rows = sample_generators(self.seed, "mix", self.iteration, start=self.ranks.rank * self.batch,
                                          count=warped_src.shape[0])  # fmt: skip
                 mix["mix"] = self.model.random_mix(rows)
-            out = self.net(warped_src, warped_dst, swap=self.extras.needs_swap,
-                             with_codes=self.extras.needs_codes, **mix)  # fmt: skip
+            out = self.net(warped_src, warped_dst, swap=self.extra_losses.needs_swap,
+                             with_codes=self.extra_losses.needs_codes, **mix)  # fmt: skip
         # Losses in float32, outside autocast.
         src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
         dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
         total = src_loss + dst_loss
-        if self.extras.active:
-            soft = self.extras.soft_masks(batches)
-            total = total + self.extras.generator_terms(out, batches, soft)
+        if self.extra_losses.active:
+            soft = self.extra_losses.soft_masks(batches)
+            total = total + self.extra_losses.generator_terms(out, batches, soft)
         total.backward()
         src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
         if self.recipe.clipgrad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         lr = self.learning_rate()
         self.opt.step(self.iteration, lr)
-        if self.extras.nets:
-            self.extras.discriminator_step(out, batches, soft, self.iteration, lr)
+        if self.extra_losses.nets:
+            self.extra_losses.discriminator_step(out, batches, soft, self.iteration, lr)
         self.opt.zero_grad()
         self.iteration += 1
         return [src_loss.item(), dst_loss.item()]
 
-    # ------------------------------------------------------------------ outputs
-    @torch.no_grad()
-    def render_preview(self):
-        faces = {s: self.data[s].images[self.preview_idx[s]].float().div(255) for s in SIDES}
-        with self.autocast():
-            out = self.model(faces["src"], faces["dst"])
-        title = f"{self.recipe.class_name} '{self.folder.name}'"
-        points = self.history.points()
-        if self.model.kind == "amp":
-            legend = "src src->src dst / dst->dst swap masked | dst->dst, morph .25-1"
-            return preview.compose(title, self.iteration, points, self._amp_grid(faces, out), legend)
-        columns = [faces["src"], out["src"], faces["dst"], out["dst"], out["swap"]]
-        masked = None
-        if self.recipe.loss == "saehd":  # the reference's second preview: everything through its mask
-            hull = {s: self.data[s].masks[self.preview_idx[s], :1].float().div(255) for s in SIDES}
-            masked = [faces["src"] * hull["src"], out["src"] * out["src_mask"], faces["dst"] * hull["dst"],
-                      out["dst"] * out["dst_mask"],
-                      out["swap"] * out["swap_mask"] * out["dst_mask"]]  # fmt: skip
-            masked = [preview.to_uint8(c) for c in masked]
-        grid = preview.rows_grid([preview.to_uint8(c) for c in columns], masked)
-        return preview.compose(title, self.iteration, points, grid, preview.ROWS_LEGEND)
-
-    def _amp_grid(self, faces: dict, out: dict):
-        """The reference's AMP previews for the first preview face: a 2x3 grid at morph 1.0, and
-        dst->dst with the swap at each morph value of the list."""
-        dst = faces["dst"][:1]
-        with self.autocast():
-            swaps = {m: self.model.swap(dst, morph=m) for m in preview.MORPHS}
-        face, mask, dst_mask = swaps[1.0]
-
-        def img(t):
-            return preview.to_uint8(t[:1])[0]
-
-        cells = [("src", img(faces["src"])), ("src->src", img(out["src"])), ("dst", img(dst)),
-                 ("dst->dst", img(out["dst"])), ("swap 1.0", img(face)),
-                 ("swap masked", img(face * mask * dst_mask))]  # fmt: skip
-        grid = preview.labelled_grid(cells, 3)
-        morphs = preview.labelled_grid(
-            [("dst->dst", img(out["dst"]))] + [(f"morph {m:g}", img(swaps[m][0])) for m in preview.MORPHS], 3
-        )
-        return preview.side_by_side(grid, morphs)
-
-    def write_preview(self) -> None:
-        if not self.opts.preview:
-            return
-        ok, jpg = cv2.imencode(".jpg", self.render_preview(), [cv2.IMWRITE_JPEG_QUALITY, 92])
-        if ok:
-            write_bytes_atomic(self.folder.path / PREVIEW, jpg.tobytes(), fsync=False)
-
-    def write_history_preview(self) -> None:
-        folder = self.folder.path / "history"
-        folder.mkdir(exist_ok=True)
-        ok, jpg = cv2.imencode(".jpg", self.render_preview(), [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if ok:
-            write_bytes_atomic(folder / f"{self.iteration:07d}.jpg", jpg.tobytes(), fsync=False)
-
-    def write_live(self, ms_per_iter: float, running: bool) -> None:
-        live = {"iteration": self.iteration, "ms_per_iter": round(ms_per_iter, 1), "batch": self.batch,
-                "target_iter": self.opts.target_iter, "running": running, "pid": os.getpid(),
-                "updated": time.time(), "points": self.history.points()}  # fmt: skip
-        write_bytes_atomic(self.folder.path / LIVE, json.dumps(live).encode(), fsync=False)
-
-    def summary(self) -> str:
-        params = sum(p.numel() for p in self.model.parameters())
-        arch = ", ".join(f"{k}={v}" for k, v in self.model.config.items() if k != "name")
-        lines = [
-            f"{self.recipe.class_name} model '{self.folder.name}'",
-            f"iteration:      {self.iteration}",
-            f"architecture:   {arch}",
-            f"parameters:     {params / 1e6:.1f} M",
-            f"face type:      {self.config['face_type']}",
-            f"batch size:     {self.batch}",
-            f"optimiser:      {self.recipe.optimizer} lr {self.recipe.lr:g}, "
-            f"lr dropout keep {self.recipe.lr_dropout:g}",
-            f"augmentation:   {self.recipe.augment}",
-            f"device:         {self.device} ({self.precision})",
-            f"faces:          src {len(self.data['src'])}, dst {len(self.data['dst'])}",
-            f"training time:  {self.elapsed / 3600:.2f} h",
-            f"created:        {self.config['created']} with facelab {self.config['facelab']}",
-        ]
-        if self.reused_from:
-            lines.append(f"reused from:    {self.reused_from}")
-        return "\n".join(lines) + "\n"
-
     def save(self) -> None:
-        weights = self.model.state_dict() | self.extras.weights()
-        optimizer = self.opt.state_tensors() | self.extras.optimizer_state()
-        self.folder.save(self.config, weights, optimizer, self.state(),
-                         self.summary())  # fmt: skip
-        self.write_preview()
+        weights = self.model.state_dict() | self.extra_losses.weights()
+        optimizer = self.opt.state_tensors() | self.extra_losses.optimizer_state()
+        self.folder.save(self.config, weights, optimizer, self.state(), report.summary(self))
+        report.write_preview(self)
 
 
 class StatusLine:
@@ -541,10 +247,10 @@ class StatusLine:
         print(text, flush=True)
 
 
-def _open_session(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions,
-                  ranks: distributed.Ranks) -> Session:  # fmt: skip
+def _open_run(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOptions,
+              ranks: distributed.Ranks) -> TrainingRun:  # fmt: skip
     try:
-        return Session(ws, recipe, folder, opts, ranks)
+        return TrainingRun(ws, recipe, folder, opts, ranks)
     except CheckpointError as exc:
         backups = folder.backups()
         hint = (
@@ -569,21 +275,21 @@ def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> Train
             # then open that saved model as it is.
             distributed.barrier()
             plain = replace(opts, model_options={}, override=False, from_model=None, arch={}, seed=None)
-            session = _open_session(ws, recipe, folder, plain, ranks)
-            session.distribute()
-            return _loop(session)
+            run = _open_run(ws, recipe, folder, plain, ranks)
+            run.distribute()
+            return _loop(run)
         new_folder = not folder.path.exists()
         try:
             with folder.lock() as note:
                 if note:
                     progress.say(note)
                 folder.recover()
-                session = _open_session(ws, recipe, folder, opts, ranks)
+                run = _open_run(ws, recipe, folder, opts, ranks)
                 if ranks.enabled:
-                    session.save()
+                    run.save()
                     distributed.barrier()
-                    session.distribute()
-                return _loop(session)
+                    run.distribute()
+                return _loop(run)
         finally:
             if new_folder and not folder.exists():  # failed before its first save: leave no empty model
                 shutil.rmtree(folder.path, ignore_errors=True)
@@ -591,9 +297,9 @@ def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> Train
         distributed.shutdown()
 
 
-def _finished(s: Session, opts: TrainOptions) -> bool:
-    return bool(opts.target_iter and s.iteration >= opts.target_iter) or bool(
-        opts.max_minutes and s.elapsed >= opts.max_minutes * 60
+def _finished(run: TrainingRun, opts: TrainOptions) -> bool:
+    return bool(opts.target_iter and run.iteration >= opts.target_iter) or bool(
+        opts.max_minutes and run.elapsed >= opts.max_minutes * 60
     )
 
 
@@ -602,27 +308,27 @@ def _target_text(opts: TrainOptions) -> str:
     return ", ".join(parts + ([f"{opts.max_minutes:g} minutes of training"] if opts.max_minutes else []))
 
 
-def _loop(s: Session) -> TrainResult:
-    main, opts = s.ranks.main, s.opts
+def _loop(run: TrainingRun) -> TrainResult:
+    main, opts = run.ranks.main, run.train_options
     status = StatusLine(opts.status_every_s, silent=not main)
-    if _finished(s, opts):
+    if _finished(run, opts):
         status.line(
-            f"{s.folder} is at iteration {s.iteration}, which reaches the target ({_target_text(opts)}): "
+            f"{run.folder} is at iteration {run.iteration}, which reaches the target ({_target_text(opts)}): "
             "raise it to train on"
         )
-        return TrainResult(s.folder.path, s.iteration, [], [], 0.0, 0.0)
+        return TrainResult(run.folder.path, run.iteration, [], [], 0.0, 0.0)
     status.line(
-        f"{'Resuming' if s.iteration else 'Starting'} {s.recipe.class_name} '{s.folder.name}' at iteration "
-        f"{s.iteration}: batch {s.batch}, {s.device} {s.precision}, faces src {len(s.data['src'])} / "
-        f"dst {len(s.data['dst'])}"
-        + (f", {s.ranks.world} processes" if s.ranks.enabled else "")
+        f"{'Resuming' if run.iteration else 'Starting'} {run.recipe.class_name} '{run.folder.name}' at "
+        f"iteration {run.iteration}: batch {run.batch}, {run.device} {run.precision}, faces src "
+        f"{len(run.data['src'])} / dst {len(run.data['dst'])}"
+        + (f", {run.ranks.world} processes" if run.ranks.enabled else "")
         + (" (Enter saves and exits; s save, b backup, p preview)" if keys.usable() else "")
     )
-    if not s.iteration:
+    if not run.iteration:
         status.line("Trying the first iteration. If it fails for memory, use a smaller --batch.")
 
     def request_stop(signum, _frame):
-        s.stop_requested = True
+        run.stop_requested = True
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     last_save = last_backup = last_live = time.monotonic()
@@ -630,54 +336,54 @@ def _loop(s: Session) -> TrainResult:
     since_save: list[list[float]] = []
     run_losses: list[list[float]] = []
     data_time = step_time = 0.0
-    first_iteration = s.iteration
+    first_iteration = run.iteration
     try:
         with keys.KeyReader(enabled=main) as reader:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    batches = s.next_batches()
+                    batches = run.next_batches()
                     t1 = time.perf_counter()
-                    local = s.train_step(batches)
+                    local = run.train_step(batches)
                 except Exception as exc:
                     if is_oom(exc):
                         raise FacelabError(
-                            f"out of memory at batch size {s.batch} on {s.device}: "
-                            f"train with a smaller batch, e.g. --batch {max(1, s.batch // 2)}"
+                            f"out of memory at batch size {run.batch} on {run.device}: "
+                            f"train with a smaller batch, e.g. --batch {max(1, run.batch // 2)}"
                         ) from exc
                     raise
                 t2 = time.perf_counter()
                 data_time, step_time = data_time + t1 - t0, step_time + t2 - t0
-                s.elapsed += t2 - t0
+                run.elapsed += t2 - t0
 
                 # One collective per iteration: the losses, anyone's signal, and rank 0's decision to
                 # end (Enter or the target); saves, backups and previews are rank 0's alone.
-                key = reader.poll() or (keys.take_command(s.folder.path) if main else None)
+                key = reader.poll() or (keys.take_command(run.folder.path) if main else None)
                 now = time.monotonic()
-                end = main and (key == "enter" or _finished(s, opts))
-                agreed = distributed.agree(local + [float(s.stop_requested), float(end)], s.device)
-                losses = [v / s.ranks.world for v in agreed[:2]]
-                s.stop_requested, end = agreed[2] > 0, agreed[3] > 0
-                s.history.add(s.iteration, losses)
+                end = main and (key == "enter" or _finished(run, opts))
+                agreed = distributed.agree(local + [float(run.stop_requested), float(end)], run.device)
+                losses = [v / run.ranks.world for v in agreed[:2]]
+                run.stop_requested, end = agreed[2] > 0, agreed[3] > 0
+                run.history.add(run.iteration, losses)
                 since_save.append(losses)
                 run_losses.append(losses)
                 ms = (t2 - t0) * 1000
-                status.update(s.iteration, ms, *losses)
+                status.update(run.iteration, ms, *losses)
                 if main and now - last_live >= 2.0:
-                    s.write_live(ms, running=True)
+                    report.write_live(run, ms, running=True)
                     last_live = now
-                if main and opts.preview_history and opts.preview and s.iteration % 10 == 0:
-                    s.write_history_preview()
+                if main and opts.preview_history and opts.preview and run.iteration % 10 == 0:
+                    report.write_preview(run, history=True)
 
-                due = key == "s" or now - last_save >= opts.save_every_min * 60 or s.iteration == 1
-                if main and (due or end or s.stop_requested):  # a new model saves at once
-                    s.save()
+                due = key == "s" or now - last_save >= opts.save_every_min * 60 or run.iteration == 1
+                if main and (due or end or run.stop_requested):  # a new model saves at once
+                    run.save()
                     last_save = now
                     means = [sum(v) / len(since_save) for v in zip(*since_save, strict=True)]
                     status.line(
-                        f"[{time.strftime('%H:%M:%S')}] saved at #{s.iteration}: mean loss since last save "
+                        f"[{time.strftime('%H:%M:%S')}] saved at #{run.iteration}: mean loss since last save "
                         f"src {means[0]:.4f} dst {means[1]:.4f}; "
-                        f"{step_time / (s.iteration - first_iteration) * 1000:.0f} ms/iter, "
+                        f"{step_time / (run.iteration - first_iteration) * 1000:.0f} ms/iter, "
                         f"{data_time / step_time:.0%} waiting for data"
                     )
                     since_save = []
@@ -685,29 +391,29 @@ def _loop(s: Session) -> TrainResult:
                         opts.backup_every_hours and now - last_backup >= opts.backup_every_hours * 3600
                     )
                     if backup_due:
-                        status.line(f"autobackup: {s.folder.backup()}")
+                        status.line(f"autobackup: {run.folder.backup()}")
                         last_backup = now
                 if main and key == "b":
-                    s.save()
-                    status.line(f"backup: {s.folder.backup()}")
+                    run.save()
+                    status.line(f"backup: {run.folder.backup()}")
                 elif main and key == "p":
-                    s.write_preview()
-                if end or s.stop_requested:
+                    report.write_preview(run)
+                if end or run.stop_requested:
                     break
-            if s.stop_requested:
-                status.line(f"stopped at iteration {s.iteration}; saved")
-            elif _finished(s, opts):
-                status.line(f"reached the target ({_target_text(opts)}) at iteration {s.iteration}; saved")
+            if run.stop_requested:
+                status.line(f"stopped at iteration {run.iteration}; saved")
+            elif _finished(run, opts):
+                status.line(f"reached the target ({_target_text(opts)}) at iteration {run.iteration}; saved")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if main:
-            s.write_live(ms, running=False)
+            report.write_live(run, ms, running=False)
     n = len(run_losses)
     head, tail = run_losses[: max(1, n // 10)], run_losses[-max(1, n // 10) :]
     return TrainResult(
-        s.folder.path,
-        s.iteration,
+        run.folder.path,
+        run.iteration,
         [sum(v) / len(head) for v in zip(*head, strict=True)],
         [sum(v) / len(tail) for v in zip(*tail, strict=True)],
         step_time / max(1, n) * 1000,

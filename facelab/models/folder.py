@@ -1,4 +1,6 @@
-"""A model's folder, `model/<name>_<Class>/`, and saves that survive a kill at any instant.
+"""A model's folder, `model/<name>_<Class>/`: the one module that knows its files, and saves that
+survive a kill at any instant. Training, merge and the UI read and write model folders only
+through here; `load_network` is the one way back from a folder to a network.
 
 A save writes every file into `.saving/`, fsyncs them, then renames the folder to `.commit/`
 (the commit point) and moves the files into place one rename at a time. Opening the folder
@@ -27,15 +29,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
+from torch import nn
 
-from facelab.errors import FacelabError
+from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import default_mode, fsync_dir
+from facelab.models.registry import create_model
 
 CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY, PREVIEW = (
     "config.json", "model.safetensors", "optimizer.safetensors", "state.json", "summary.txt", "preview.jpg",
 )  # fmt: skip
 CHECKPOINT_FILES = (CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY)
 LIVE = "live.json"  # progress for `facelab ui`, rewritten every few seconds while training
+COMMAND = "command"  # a key (s, b, p, enter) for the trainer, left by `facelab ui`
+SESSION = "merge_session.json"  # the merge settings chosen with this model
+HISTORY = "history"  # preview images every 10 iterations (write_preview_history)
+# Weights saved beside the network's under these prefixes belong to training's discriminators
+# (GAN, true face): a network loaded for merge or export leaves them out.
+AUX_PREFIXES = ("gan.", "code_d.")
 STAGING, COMMIT, LOCK = ".saving", ".commit", ".lock"
 BACKUPS, MAX_BACKUPS = "_autobackups", 24
 REPLACED = "replaced"  # _autobackups/replaced-<time>-<iteration>: what a restore replaced
@@ -128,6 +138,23 @@ class ModelFolder:
                     raise
             attempt += 1
             time.sleep(min(0.05 * attempt, 0.5))
+
+    def problem(self) -> str | None:
+        """What is wrong with the current checkpoint (missing or damaged files), or None when it
+        is whole: every file there and every tensor file matching its recorded SHA-256."""
+        try:
+            state = self.read_json(STATE)
+            self.read_json(CONFIG)
+        except CheckpointError as exc:
+            return str(exc)
+        digests = state.get("digests", {}) if isinstance(state, dict) else {}
+        for name in (WEIGHTS, OPTIMIZER):
+            path = self.file(name)
+            if not path.exists():
+                return f"{path} is missing"
+            if isinstance(digests, dict) and name in digests and sha256(path) != digests[name]:
+                return f"{path} is damaged (its checksum does not match state.json)"
+        return None
 
     def _state_bytes(self) -> bytes | None:
         try:
@@ -310,6 +337,46 @@ class ModelFolder:
         return kept
 
 
+def network_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's own tensors from a saved weights or optimizer file (without discriminators)."""
+    return {k: v for k, v in tensors.items() if not k.startswith(AUX_PREFIXES)}
+
+
+def architecture(config: dict) -> tuple[str, dict]:
+    """(registered model name, its options) from a config.json."""
+    arch = config.get("architecture") if isinstance(config, dict) else None
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise CheckpointError("config.json has no architecture: the model folder is damaged or not facelab's")
+    return arch["name"], {k: v for k, v in arch.items() if k != "name"}
+
+
+def build_network(config: dict) -> nn.Module:
+    """The network a config.json describes, freshly initialised."""
+    name, options = architecture(config)
+    try:
+        return create_model(name, **options)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"config.json describes no network facelab can build ({exc})") from None
+
+
+def load_weights(model: nn.Module, folder: ModelFolder, weights: dict[str, torch.Tensor]) -> None:
+    try:
+        model.load_state_dict(network_weights(weights))
+    except RuntimeError as exc:
+        missing = sorted(set(model.state_dict()) - set(weights))[:3]
+        detail = f"missing e.g. {', '.join(missing)}" if missing else str(exc).splitlines()[0]
+        raise CheckpointError(f"{folder.file(WEIGHTS)} does not match its config.json ({detail})") from None
+
+
+def load_network(folder: ModelFolder, device: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """The saved network with its weights (in eval mode, without discriminators) and the checkpoint
+    it came from (weights only: `checkpoint.optimizer` is empty). Merge, the UI and export use this."""
+    ckpt = folder.load(optimizer=False)
+    model = build_network(ckpt.config)
+    load_weights(model, folder, ckpt.weights)
+    return model.to(device).eval(), ckpt
+
+
 def model_folders(model_root: Path, class_name: str | None = None) -> list[ModelFolder]:
     """Model folders under `model_root`, newest save first."""
     if not Path(model_root).is_dir():
@@ -323,6 +390,24 @@ def model_folders(model_root: Path, class_name: str | None = None) -> list[Model
     return sorted(
         found, key=lambda f: f.file(STATE).stat().st_mtime if f.file(STATE).exists() else 0, reverse=True
     )
+
+
+def find_model(model_root: Path, name: str | None = None, class_name: str | None = None) -> ModelFolder:
+    """The model called `name` (its name, or its folder's `<name>_<Class>`), or without a name the
+    most recently saved one; `class_name` picks one kind when a name has several."""
+    folders = model_folders(model_root, class_name)
+    if name is None:
+        if not folders:
+            raise FacelabError(f"no trained model in {model_root}: run `facelab train` first")
+        return folders[0]
+    matches = [f for f in folders if name in (f.name, f.path.name)]
+    if not matches:
+        known = ", ".join(sorted({f.name for f in model_folders(model_root)})) or "none"
+        raise FacelabError(f"no model named {name!r} in {model_root} (models there: {known})")
+    if len(matches) > 1:
+        kinds = ", ".join(sorted(f.class_name for f in matches))
+        raise UsageError(f"{name!r} names several models ({kinds}): add --kind")
+    return matches[0]
 
 
 def _flock_soon(fd: int, tries: int = 25) -> bool:

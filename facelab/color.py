@@ -1,4 +1,5 @@
-"""Colour transfer: make a predicted face take the dst face's colours.
+"""Colour transfer: make one face take another's colours (merge: the predicted face toward the dst
+face; training: src faces toward dst faces, `ct_mode`).
 
 Images are float32 BGR in [0, 1]; masks float32 (H, W) in [0, 1]. `-m` modes take their
 statistics inside the mask only. All modes are deterministic (the random rotations and

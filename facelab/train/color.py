@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import torch
 
-from facelab.merge.color import transfer
+from facelab.color import transfer
 
 CT_MODES = ("none", "rct", "lct", "mkl", "idt", "sot")
 _MERGE_NAME = {"rct": "rct", "lct": "lct", "mkl": "mkl", "idt": "idt", "sot": "sot-m"}
@@ -21,7 +21,7 @@ def _to_torch(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2))).to(like.device, like.dtype)
 
 
-def colour_transfer(
+def color_transfer(
     src_u8: torch.Tensor, dst_u8: torch.Tensor, masks_u8: torch.Tensor, mode: str
 ) -> torch.Tensor:
     """src faces (uint8, B,3,R,R) recoloured toward the paired dst faces, inside the src face mask."""

@@ -1,0 +1,240 @@
+"""Opening a training run: the model's options, both facesets, and the network, created fresh
+(or from another model's weights) or resumed exactly from its folder.
+
+`prepare(run)` fills in a `trainer.TrainingRun`; everything an iteration needs is then set.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from facelab import __version__, progress
+from facelab.device import pick_device, pick_precision
+from facelab.errors import FacelabError
+from facelab.models.amp import FROZEN_PREFIXES
+from facelab.models.blocks import glorot_
+from facelab.models.folder import (
+    CONFIG,
+    OPTIMIZER,
+    CheckpointError,
+    ModelFolder,
+    build_network,
+    load_weights,
+    network_weights,
+)
+from facelab.models.registry import model_options as arch_options
+from facelab.train import model_options
+from facelab.train.augment import EpochSampler, YawSampler, generator
+from facelab.train.data import load_samples
+from facelab.train.extras import ExtraLosses
+from facelab.train.history import LossHistory
+from facelab.train.optim import OPTIMIZERS
+from facelab.train.recipes import Recipe, with_options
+from facelab.workspace import SIDES
+
+if TYPE_CHECKING:
+    from facelab.train.trainer import TrainingRun
+
+# TrainOptions fields that SAEHD and AMP keep as model options of these names.
+FLAG_OPTIONS = {"target_iter": "target_iter", "backup_every_hours": "autobackup_hour",
+                "preview_history": "write_preview_history"}  # fmt: skip
+
+
+def prepare(run: TrainingRun, base: Recipe) -> None:
+    """Options, device, faces, then the network (new or resumed), samplers and preview faces."""
+    run.model_options = _resolve_options(run, base)
+    if run.model_options:  # SAEHD and AMP keep these in the model (their flags set the options)
+        changes = {f: run.model_options[k] for f, k in FLAG_OPTIONS.items()}
+        run.train_options = replace(run.train_options, **changes)
+    opts = run.train_options
+    run.recipe = with_options(base, run.model_options)
+    run.device = pick_device(opts.device)
+    run.precision = pick_precision(opts.precision, run.device)
+    if opts.batch is not None and opts.batch < 1:
+        raise FacelabError(f"--batch {opts.batch}: the batch size must be at least 1")
+    # Faces first: bad data should fail before minutes of model building.
+    run.data = _load_faces(run)
+    if run.folder.exists():
+        _resume(run)
+    else:
+        _create(run)
+    if run.model_options:
+        run.batch = run.recipe.batch  # the batch_size option, possibly changed on resume
+    if opts.batch is not None:
+        run.batch = opts.batch
+    if run.recipe.uniform_yaw:
+        run.samplers = {s: YawSampler(run.data[s].yaws, run.seed, s) for s in SIDES}
+    else:
+        run.samplers = {s: EpochSampler(len(run.data[s]), run.seed, s) for s in SIDES}
+    _pick_preview_faces(run)
+
+
+def _other(run: TrainingRun, base: Recipe) -> ModelFolder:
+    """The model named by --from."""
+    return ModelFolder.of(run.folder.path.parent, run.train_options.from_model, base.class_name)
+
+
+def _resolve_options(run: TrainingRun, base: Recipe) -> dict:
+    """This model's options: saved (resume) or chosen now (new); {} for Quick96."""
+    o = run.train_options
+    given = dict(o.model_options)
+    if model_options.specs(base.model):  # a flag that is given wins over the same --opt
+        given |= {k: getattr(o, f) for f, k in FLAG_OPTIONS.items() if getattr(o, f)}
+    if run.folder.exists():
+        saved = run.folder.read_json(CONFIG).get("options", {})
+        return model_options.for_resumed_model(base.model, saved, given, o.override)
+    if o.from_model:
+        other = _other(run, base)
+        saved = other.read_json(CONFIG).get("options", {}) if other.exists() else {}
+        return model_options.for_resumed_model(base.model, saved, given, False)
+    options = model_options.for_new_model(base.model, base.class_name, run.folder.path.parent, given)
+    if options:
+        keys = arch_options(base.model)
+        o.arch = {k: options[k] for k in keys if k in options} | o.arch
+    return options
+
+
+def _planned(run: TrainingRun) -> tuple[dict, str]:
+    """(architecture, face type) of the model this run will train, without building it."""
+    if run.folder.exists():
+        config = run.folder.read_json(CONFIG)
+    elif run.train_options.from_model:
+        other = _other(run, run.recipe)
+        if not other.exists():
+            raise FacelabError(f"--from {run.train_options.from_model}: there is no model {other.path}")
+        config = other.read_json(CONFIG)
+    else:
+        return arch_options(run.recipe.model, **run.train_options.arch), run.recipe.face_type
+    return config["architecture"], config.get("face_type", run.recipe.face_type)
+
+
+def _load_faces(run: TrainingRun) -> dict:
+    arch, face_type = _planned(run)
+    label = f"{run.recipe.class_name} ({face_type}, {arch['resolution']} px)"
+    pretrain_faces = run.train_options.pretrain_faces
+    if run.recipe.pretrain:
+        if not (pretrain_faces and Path(pretrain_faces).is_dir()):
+            raise FacelabError(
+                "pretrain needs --pretrain-faces DIR: a folder of aligned faces of many people"
+            )
+        shared = load_samples(Path(pretrain_faces), arch["resolution"], face_type, label).to(run.device)
+        return {s: shared for s in SIDES}  # the dst set is not used
+    return {
+        s: load_samples(run.ws.aligned_dir(s), arch["resolution"], face_type, label).to(run.device)
+        for s in SIDES
+    }
+
+
+def _build(run: TrainingRun, config: dict) -> None:
+    """The network `config` describes, its optimiser and its extra losses, on the run's device."""
+    torch.manual_seed(run.seed)  # initial weights follow the run's seed
+    run.model = build_network(config).to(run.device)
+    if run.precision == "bf16":
+        run.model = run.model.to(memory_format=torch.channels_last)
+    run.net = run.model  # what the training step calls: the model, or its DDP wrapper
+    optimizer = OPTIMIZERS[run.recipe.optimizer]
+    # AMP's inters keep their random initial weights, as in the reference.
+    params = [(n, p) for n, p in run.model.named_parameters() if not n.startswith(FROZEN_PREFIXES)]
+    run.opt = optimizer(params, lr=run.recipe.lr, lr_dropout=run.recipe.lr_dropout, seed=run.seed)
+    run.extra_losses = ExtraLosses(run.recipe, run.model, run.seed, run.device)
+
+
+def _create(run: TrainingRun) -> None:
+    opts = run.train_options
+    run.seed = opts.seed if opts.seed is not None else secrets.randbits(62)
+    reused = None
+    if opts.from_model:
+        other = _other(run, run.recipe)
+        ckpt = other.load()
+        config = ckpt.config
+        reused = opts.from_model
+    else:
+        config = {"architecture": {"name": run.recipe.model, **opts.arch}}
+    _build(run, config)
+    if reused:
+        load_weights(run.model, other, ckpt.weights)
+        run.opt.load_state_tensors(network_weights(ckpt.optimizer))
+        run.extra_losses.load(ckpt.weights, ckpt.optimizer)
+    run.config = {
+        "model": run.recipe.model,
+        "class": run.recipe.class_name,
+        "face_type": run.recipe.face_type,
+        "architecture": run.model.config,
+        "training": run.recipe.to_json(),
+        "options": run.model_options,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "facelab": __version__,
+        "torch": torch.__version__,
+    }
+    run.iteration, run.elapsed = 0, 0.0
+    run.batch = run.recipe.batch
+    run.drawn = {s: 0 for s in SIDES}  # samples drawn so far per side (all ranks together)
+    run.last_batch = None
+    run.history = LossHistory(2)
+    run.preview_faces = {}
+    run.reused_from = reused
+
+
+def _resume(run: TrainingRun) -> None:
+    ckpt = run.folder.load()
+    run.config, state = ckpt.config, ckpt.state
+    if run.config.get("model") != run.recipe.model:
+        raise FacelabError(f"{run.folder} is a {run.config.get('model')} model, not {run.recipe.model}")
+    run.seed = int(state["seed"])
+    _build(run, run.config)
+    load_weights(run.model, run.folder, ckpt.weights)
+    saved_optimizer = run.config.get("training", {}).get("optimizer", "rmsprop")
+    if saved_optimizer == run.recipe.optimizer:
+        try:
+            run.opt.load_state_tensors(network_weights(ckpt.optimizer))
+        except ValueError as exc:
+            raise CheckpointError(f"{run.folder.file(OPTIMIZER)} does not match the model ({exc})") from None
+    else:
+        progress.say(
+            f"optimiser changed from {saved_optimizer} to {run.recipe.optimizer}: its state starts fresh"
+        )
+    was_pretraining = bool(run.config.get("options", {}).get("pretrain"))
+    for name in run.extra_losses.load(ckpt.weights, ckpt.optimizer):
+        progress.say(f"the {name} discriminator is new or changed: it starts fresh")
+    run.config |= {"options": run.model_options, "training": run.recipe.to_json()}
+    run.iteration, run.elapsed = int(state["iteration"]), float(state["elapsed_s"])
+    run.batch = int(state["batch"])
+    run.drawn = dict(state["drawn"])
+    run.last_batch = state.get("last_batch")
+    run.history = LossHistory.from_json(state["history"])
+    run.preview_faces = state.get("preview_faces", {})
+    run.reused_from = state.get("reused_from")
+    if was_pretraining and not run.recipe.pretrain:
+        _end_pretraining(run)
+
+
+def _end_pretraining(run: TrainingRun) -> None:
+    """As the reference: the identity-carrying inters start again, and so does the count."""
+    inters = ["inter"] if run.model.kind == "df" else ["inter_AB", "inter_B"]
+    for name in inters:
+        glorot_(getattr(run.model, name))
+    run.opt = type(run.opt)(list(run.model.named_parameters()), lr=run.recipe.lr,
+                            lr_dropout=run.recipe.lr_dropout, seed=run.seed)  # fmt: skip
+    run.iteration, run.history = 0, LossHistory(2)
+    run.drawn, run.last_batch = {s: 0 for s in SIDES}, None
+    progress.say(f"pretraining ended: {', '.join(inters)} re-initialised, iteration reset to 0")
+
+
+def _pick_preview_faces(run: TrainingRun) -> None:
+    rows = max(1, min(4, run.batch, 800 // run.model.config["resolution"]))
+    run.preview_idx = {}
+    for s in SIDES:
+        names = run.data[s].names
+        index = {n: i for i, n in enumerate(names)}
+        chosen = [index[n] for n in run.preview_faces.get(s, []) if n in index][:rows]
+        if len(chosen) < min(rows, len(names)):
+            perm = torch.randperm(len(names), generator=generator(run.seed, s, "preview")).tolist()
+            chosen += [i for i in perm if i not in chosen][: rows - len(chosen)]
+        run.preview_idx[s] = chosen
+        run.preview_faces[s] = [names[i] for i in chosen]
