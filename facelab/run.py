@@ -92,11 +92,10 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
     from facelab.faces.faceset import load_faceset, move_to_trash
     from facelab.faces.identity import split_by_person
     from facelab.media.frames import extract_frames
-    from facelab.media.probe import probe_video
-    from facelab.media.video import collect_frames, encode_video
+    from facelab.media.result import VideoOptions, make_video
     from facelab.merge.pipeline import MergeModel, merge
-    from facelab.merge.session import SESSION, Session
-    from facelab.train.checkpoint import ModelFolder
+    from facelab.merge.session import MergeSession
+    from facelab.models.folder import ModelFolder
     from facelab.train.recipes import recipe
     from facelab.train.trainer import TrainOptions, train
 
@@ -152,20 +151,13 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
 
     def merging() -> str:
         folder = ModelFolder.of(ws.model_dir, opts.name, rec.class_name)
-        s = merge(ws, MergeModel(folder), Session.load(folder.path / SESSION), overwrite=True)
+        s = merge(ws, MergeModel(folder), MergeSession.of(folder), overwrite=True)
         done = s.merged + s.skipped
         return f"{done} frames, {s.faces} faces merged, {s.no_face} without a face -> {ws.merged_dir}"
 
     def video() -> str:
-        info = probe_video(opts.dst)
-        out, mask_out = ws.root / "result.mp4", ws.root / "result_mask.mp4"
-        audio = opts.dst if info.has_audio else None
-        v = encode_video(collect_frames(ws.merged_dir, start=1), out, info.fps_fraction, audio_from=audio,
-                         overwrite=True, label=out.name)  # fmt: skip
-        encode_video(collect_frames(ws.merged_mask_dir, start=1), mask_out, info.fps_fraction, lossless=True,
-                     overwrite=True, label=mask_out.name)  # fmt: skip
-        sound = "with the dst sound" if info.has_audio else "no sound in the dst video"
-        return f"{v.frames} frames, {sound} -> {out} and {mask_out.name}"
+        out = make_video(ws, VideoOptions(overwrite=True))
+        return f"{out} and {out.stem}_mask{out.suffix}"
 
     r.step("1 extract src frames", frames("src"))
     r.step("2 extract dst frames", frames("dst"))

@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 from train_tiny import TINY  # noqa: E402
 
 from facelab.models import create_model  # noqa: E402
-from facelab.train.checkpoint import COMMIT, STAGING, ModelFolder  # noqa: E402
+from facelab.models.folder import COMMIT, STAGING, ModelFolder  # noqa: E402
 
 CLASS = "Quick96"
 
@@ -36,13 +36,15 @@ def _start(ws: Path, name: str) -> subprocess.Popen:
 
 def _wait_started(proc: subprocess.Popen, timeout: float = 120.0) -> str:
     deadline = time.time() + timeout
+    seen = []
     while time.time() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         if line.startswith(("Starting", "Resuming")):
             return line.strip()
-    raise RuntimeError(f"the trainer did not start (exit {proc.poll()})")
+        seen.append(line)
+    raise RuntimeError(f"the trainer did not start (exit {proc.poll()}): {''.join(seen[-5:])}")
 
 
 def _check(folder: ModelFolder) -> int:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -8,28 +9,58 @@ from facelab.cli import build_parser
 from tests.conftest import on_a_terminal, run_cli
 
 
-def test_help_lists_steps_in_workflow_order():
-    out = run_cli("--help").stdout
-    order = ["info", "workspace", "extract-frames", "make-video", "demo"]
-    positions = [out.index(f"    {name}") for name in order]
+WORKFLOW = ["info", "workspace", "extract-frames", "extract-faces", "sort", "filter", "faceset", "train",
+            "models", "merge", "make-video", "run", "ui", "demo"]  # fmt: skip
+NESTED = {"workspace": ["init"], "faceset": ["sheet"], "models": ["list", "rename", "delete", "restore"]}
+
+
+def _subcommands(parser) -> dict:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return found[0].choices if found else {}
+
+
+def test_help_lists_every_command_in_workflow_order():
+    out = run_cli("--help").stdout.split("commands, in workflow order")[1]
+    assert list(_subcommands(build_parser())) == WORKFLOW  # nothing missing, nothing extra
+    positions = [out.index(f"    {name}") for name in WORKFLOW]
     assert positions == sorted(positions)
 
 
 def test_every_command_has_help_with_defaults():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    for name, p in sub.choices.items():
-        text = p.format_help()
-        assert "--workspace" in text, name
-    text = sub.choices["make-video"].format_help()
+    commands = _subcommands(build_parser())
+    for name in WORKFLOW:
+        assert list(_subcommands(commands[name])) == NESTED.get(name, []), name
+        helps = [commands[name]] + list(_subcommands(commands[name]).values())
+        for p in helps:
+            text = p.format_help()
+            assert text.startswith("usage: facelab " + name), text[:80]
+            assert "--workspace" in text, p.prog
+            # every option says what it does: no bare flag without a help line
+            for action in p._actions:
+                if action.option_strings and not isinstance(action, argparse._HelpAction):
+                    assert action.help, f"{p.prog} {action.option_strings[0]} has no help"
+    text = commands["make-video"].format_help()
     assert "default: 16" in text and "default: mp4" in text
-    assert "default: jpg" in sub.choices["extract-frames"].format_help()
+    assert "default: jpg" in commands["extract-frames"].format_help()
 
 
-@pytest.mark.parametrize("cmd", ["info", "extract-frames", "make-video", "demo", "workspace"])
+@pytest.mark.parametrize("cmd", [["info"], ["extract-frames"], ["make-video"], ["demo"], ["workspace"],
+                                 ["models", "restore"], ["train"], ["merge"]])  # fmt: skip
 def test_help_exits_zero(cmd):
-    proc = run_cli(cmd, "--help")
-    assert proc.returncode == 0 and "usage:" in proc.stdout
+    proc = run_cli(*cmd, "--help")
+    assert proc.returncode == 0 and proc.stdout.startswith(f"usage: facelab {' '.join(cmd)}")
+
+
+def test_workspace_before_the_command(tmp_path: Path):
+    ws = tmp_path / "ws"
+    assert run_cli("-w", ws, "workspace", "init").returncode == 0
+    assert (ws / "model").is_dir()
+    listed = run_cli("-w", ws, "models", "list")
+    assert listed.returncode == 0 and str(ws / "model") in listed.stdout
+    both = run_cli("-w", ws, "models", "list", "-w", tmp_path / "other")
+    assert both.returncode == 2 and "two workspaces" in both.stderr
+    missing = run_cli("-w", tmp_path / "typo", "models", "list")
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
 def test_workspace_init_creates_layout(tmp_path: Path):

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from facelab.faces.masks import hull_mask
-from facelab.train.augment import AugmentSpec, EpochSampler, augment, sample_generators
-from facelab.train.checkpoint import (
+from facelab.models.folder import (
     BACKUPS,
     COMMIT,
     OPTIMIZER,
@@ -22,6 +21,7 @@ from facelab.train.checkpoint import (
     ModelFolder,
     ModelLocked,
 )  # fmt: skip
+from facelab.train.augment import AugmentSpec, EpochSampler, augment, sample_generators
 from facelab.train.history import MAX_BUCKETS, LossHistory
 from facelab.train.losses import dssim, gaussian_blur, masked_face_loss
 from facelab.train.optim import RMSprop
@@ -208,7 +208,7 @@ def test_a_trainer_starting_while_the_ui_polls_the_lock_is_not_refused(tmp_path)
     folder.path.mkdir(parents=True)
     (folder.path / ".lock").touch()
     poll = (  # what `facelab ui` does for every model every 2 s, here without pause
-        "import sys\nfrom facelab.train.checkpoint import ModelFolder\n"
+        "import sys\nfrom facelab.models.folder import ModelFolder\n"
         f"f = ModelFolder({str(folder.path)!r})\nprint(flush=True)\n"
         "while True: f.is_locked()\n"
     )
@@ -269,6 +269,10 @@ def test_models_restore_asks_before_replacing_a_newer_checkpoint(tmp_path):
     back = run_cli("models", "restore", "m", "-w", ws, "--yes", "--backup", kept.name)
     assert back.returncode == 0, back.stderr
     assert folder.load().state["iteration"] == 4
+    (folder.path / WEIGHTS).write_bytes(b"damaged")  # a damaged checkpoint is what restore is for
+    assert folder.problem() == f"{folder.path / WEIGHTS} is damaged (its checksum does not match state.json)"
+    assert run_cli("models", "restore", "m", "-w", ws).returncode == 0  # no --yes needed
+    assert folder.problem() is None and folder.load().state["iteration"] == 2
 
 
 def test_a_reader_racing_saves_sees_the_old_or_the_new_save_never_a_mix(tmp_path):
@@ -279,7 +283,7 @@ def test_a_reader_racing_saves_sees_the_old_or_the_new_save_never_a_mix(tmp_path
     folder = ModelFolder.of(tmp_path, "m", "Quick96")
     folder.save({}, {"w": torch.zeros(1 << 19)}, {"o": torch.zeros(1 << 19)}, {"iteration": 0}, "")
     saver = (  # a trainer saving as fast as it can: every weight equals the iteration
-        "import sys, torch\nfrom facelab.train.checkpoint import ModelFolder\n"
+        "import sys, torch\nfrom facelab.models.folder import ModelFolder\n"
         f"f = ModelFolder({str(folder.path)!r})\nprint(flush=True)\n"
         "for i in range(1, 10**6):\n"
         "    f.save({}, {'w': torch.full((1 << 19,), float(i))}, {'o': torch.full((1 << 19,), float(i))},"
@@ -312,7 +316,7 @@ def test_weights_only_load_does_not_read_the_optimizer(tmp_path):
 
 
 def test_out_of_memory_is_recognised_however_the_allocator_words_it():
-    from facelab.train.trainer import is_oom
+    from facelab.device import is_oom
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_oom(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"))

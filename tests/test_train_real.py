@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from facelab.faces import meta
-from facelab.train.checkpoint import BACKUPS, PREVIEW, WEIGHTS, ModelFolder
+from facelab.models.folder import BACKUPS, PREVIEW, WEIGHTS, ModelFolder
 from facelab.train.recipes import recipe
 from facelab.train.trainer import train
 from facelab.workspace import Workspace

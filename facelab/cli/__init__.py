@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import traceback
+from pathlib import Path
 
 from facelab import __version__, progress, prompts
 from facelab.cli.common import common_options
@@ -27,7 +28,7 @@ workflow (one workspace folder, as in DeepFaceLab):
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
   all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
-  every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE)
+  every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE), before or after it
 """
 
 
@@ -48,6 +49,10 @@ def build_parser() -> Parser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"facelab {__version__}")
+    parser.add_argument(  # also before the command, as git's -C: `facelab -w W extract-frames dst`
+        "--workspace", "-w", dest="workspace_first", type=Path, metavar="DIR",
+        help="workspace folder for the command (the same as its own --workspace)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands, in workflow order")
     common = common_options()
     misc.register_setup(sub, common)
@@ -70,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if args.workspace_first is not None:
+        if args.workspace is not None and args.workspace != args.workspace_first:
+            parser.error(f"two workspaces: {args.workspace_first} before the command, {args.workspace} after")
+        args.workspace = args.workspace_first
     progress.set_quiet(args.quiet)
     if args.debug:
         os.environ["FACELAB_DEBUG"] = "1"  # worker processes print their tracebacks too

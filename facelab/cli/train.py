@@ -11,10 +11,18 @@ from facelab import progress, prompts
 from facelab.cli.argtypes import int_in, positive_float
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
+from facelab.models.folder import (
+    BACKUPS,
+    PREVIEW,
+    STATE,
+    CheckpointError,
+    ModelFolder,
+    find_model,
+    model_folders,
+)
 from facelab.options import load_config
 from facelab.progress import say
 from facelab.train import catalog, distributed, model_options
-from facelab.train.checkpoint import BACKUPS, STATE, CheckpointError, ModelFolder, model_folders
 from facelab.train.recipes import RECIPES, Recipe
 
 
@@ -45,8 +53,8 @@ def register_train(sub, common) -> None:
         help="autosave interval in minutes (default: 25)",
     )
     p.add_argument("--backup-every", type=float, default=0.0, metavar="HOURS",
-                   help="autobackup interval into _autobackups/01..24 (default: 0 = only on b)")  # fmt: skip
-    p.add_argument("--no-preview", dest="preview", action="store_false", help="do not write preview.jpg")
+                   help=f"autobackup interval into {BACKUPS}/01..24 (default: 0 = only on b)")  # fmt: skip
+    p.add_argument("--no-preview", dest="preview", action="store_false", help=f"do not write {PREVIEW}")
     p.add_argument("--preview-history", action="store_true", help="also keep a preview every 10 iterations")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="default auto: bf16 with AMX or a bf16 CUDA GPU, else fp32")  # fmt: skip
@@ -192,11 +200,13 @@ def register_models(sub, common) -> None:
             q.add_argument("--backup", metavar="NN",
                            help="backup slot or a replaced-... folder (default: the latest, 01)")
         q.add_argument("--kind", help="model kind, when one name has several (e.g. Quick96)")
-        q.set_defaults(handler=globals()[f"cmd_models_{action}"])
+        q.set_defaults(handler=MODEL_ACTIONS[action])
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
+    if not ws.root.is_dir():
+        raise FacelabError(f"the workspace {ws.root} does not exist: check --workspace")
     rows = [catalog.describe(f) for f in model_folders(ws.model_dir)]
     if not rows:
         say(f"no models in {ws.model_dir} yet: `facelab train --model quick96` makes one")
@@ -229,7 +239,7 @@ def _find(args):
         if kind.lower() not in kinds:
             raise UsageError(f"--kind {kind}: use one of {', '.join(sorted(kinds.values()))}")
         kind = kinds[kind.lower()]
-    return catalog.find(ws.model_dir, args.name, kind)
+    return find_model(ws.model_dir, args.name, kind)
 
 
 def cmd_models_rename(args: argparse.Namespace) -> int:
@@ -259,11 +269,8 @@ def cmd_models_restore(args: argparse.Namespace) -> int:
     if not backups:
         raise FacelabError(f"{folder} has no autobackup{' ' + args.backup if args.backup else ''} to restore")
     slot, state = backups[0]
-    try:
-        current = folder.read_json(STATE).get("iteration")
-    except CheckpointError:
-        current = None  # missing or damaged: what a restore is for, no need to ask
-    if current is not None and not args.yes:
+    current = None if folder.problem() else folder.read_json(STATE).get("iteration")
+    if current is not None and not args.yes:  # a damaged checkpoint is what a restore is for: no need to ask
         question = (f"{folder.name} is at iteration {current}; replace it with autobackup {slot.name} "
                     f"(iteration {state.get('iteration')})? The current checkpoint is kept in {BACKUPS}/")
         if not prompts.interactive():
@@ -278,3 +285,6 @@ def cmd_models_restore(args: argparse.Namespace) -> int:
         say(f"the checkpoint it replaced is kept in {kept}: `facelab models restore {folder.name} "
             f"--backup {kept.name}` brings it back")
     return 0
+
+
+MODEL_ACTIONS = {"rename": cmd_models_rename, "delete": cmd_models_delete, "restore": cmd_models_restore}

@@ -10,10 +10,9 @@ from facelab.cli.argtypes import frame_rate, positive_float
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
 from facelab.media.frames import FRAME_FORMATS, extract_frames
-from facelab.media.probe import VideoInfo, probe_video, read_video_record
-from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
+from facelab.media.result import VideoOptions, make_video
+from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS
 from facelab.progress import say
-from facelab.workspace import Workspace
 
 
 def register_extract(sub, common) -> None:
@@ -90,69 +89,16 @@ def register_make_video(sub, common) -> None:
     p.set_defaults(handler=cmd_make_video)
 
 
-def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
-    """The dst video's record from extract-frames (with the number of frames written),
-    else a fresh probe of data_dst.*, else nothing."""
-    record = read_video_record(ws.video_info_path("dst"))
-    if record is not None:
-        return record
-    try:
-        return probe_video(ws.find_video("dst")), None
-    except FacelabError:
-        return None, None
-
-
 def cmd_make_video(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
     fmt = args.format or prompts.ask_choice("output format", "mp4", list(VIDEO_FORMATS))
-    ext, lossless = VIDEO_FORMATS[fmt]
+    lossless = VIDEO_FORMATS[fmt][1]
     bitrate = args.bitrate
     if bitrate is None:
         bitrate = (
             DEFAULT_BITRATE if lossless else prompts.ask_float("bitrate, Mbit/s", DEFAULT_BITRATE, 1, 1000)
         )
-    frames_dir = args.from_dir or ws.merged_dir
-    if not frames_dir.is_dir():
-        hint = "run `facelab merge` first" if args.from_dir is None else "check the path given to --from"
-        raise FacelabError(f"{frames_dir} does not exist: {hint}")
-    frames = collect_frames(frames_dir, start=None if args.from_dir else 1)
-    if not frames:
-        raise FacelabError(f"{frames_dir} holds no numbered frames (00001.png ...)")
-
-    info, dst_frames = _dst_info(ws)
-    if args.from_dir is None and dst_frames is not None and len(frames) < dst_frames:
-        raise FacelabError(
-            f"frame {len(frames) + 1:05d} is missing in {frames_dir}: merged has {len(frames)} of "
-            f"{dst_frames} dst frames; run `facelab merge` to finish"
-        )
-    fps = args.fps or (info.fps_fraction if info else None)
-    if fps is None:
-        raise FacelabError("no frame rate known: run `facelab extract-frames dst` first or pass --fps")
-    audio = None
-    if not args.no_audio:
-        if args.audio is not None:
-            if not args.audio.exists():
-                raise FacelabError(f"{args.audio} does not exist: check the path given to --audio")
-            audio = args.audio
-        elif info is not None and info.has_audio and Path(info.path).exists():
-            audio = Path(info.path)
-
-    out = args.output or ws.root / f"result.{ext}"
-    result = encode_video(
-        frames, out, fps, fmt=fmt, bitrate=bitrate, audio_from=audio, overwrite=args.overwrite, label=out.name
-    )
-    sound = f"sound from {audio.name}" if audio else "no sound"
-    say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
-
-    mask_dir = args.mask_from or (None if args.from_dir else ws.merged_mask_dir)
-    if mask_dir is not None:
-        masks = collect_frames(mask_dir, start=None if args.mask_from else 1) if mask_dir.is_dir() else []
-        if not masks:
-            say(f"no mask frames in {mask_dir}: skipping the mask video")
-        else:
-            mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
-            m = encode_video(
-                masks, mask_out, fps, fmt=fmt, lossless=True, overwrite=args.overwrite, label=mask_out.name
-            )
-            say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
+    make_video(ws, VideoOptions(fmt=fmt, bitrate=bitrate, from_dir=args.from_dir, mask_from=args.mask_from,
+                                fps=args.fps, audio=args.audio, no_audio=args.no_audio, output=args.output,
+                                overwrite=args.overwrite))  # fmt: skip
     return 0

@@ -1,0 +1,88 @@
+"""Step 7: the merged frames back into `result.<ext>` at the dst video's frame rate and with its
+sound, plus the lossless `result_mask.<ext>`. `facelab make-video` and `facelab run` both call
+`make_video`, so both check the frames the same way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from facelab.errors import FacelabError
+from facelab.media.probe import VideoInfo, probe_video, read_video_record
+from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
+from facelab.progress import say
+from facelab.workspace import Workspace
+
+
+@dataclass
+class VideoOptions:
+    fmt: str = "mp4"
+    bitrate: float = DEFAULT_BITRATE
+    from_dir: Path | None = None  # any folder of numbered frames instead of merged/
+    mask_from: Path | None = None  # mask frames (default: merged_mask/, unless from_dir is given)
+    fps: Fraction | None = None  # default: the dst video's own
+    audio: Path | None = None  # default: the dst video's sound
+    no_audio: bool = False
+    output: Path | None = None  # default: <workspace>/result.<ext>
+    overwrite: bool = False
+
+
+def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
+    """The dst video's record from extract-frames (with the number of frames written),
+    else a fresh probe of data_dst.*, else nothing."""
+    record = read_video_record(ws.video_info_path("dst"))
+    if record is not None:
+        return record
+    try:
+        return probe_video(ws.find_video("dst")), None
+    except FacelabError:
+        return None, None
+
+
+def make_video(ws: Workspace, opts: VideoOptions) -> Path:
+    """Encode the result (and its mask video); returns the result's path."""
+    frames_dir = opts.from_dir or ws.merged_dir
+    if not frames_dir.is_dir():
+        hint = "run `facelab merge` first" if opts.from_dir is None else "check the path given to --from"
+        raise FacelabError(f"{frames_dir} does not exist: {hint}")
+    frames = collect_frames(frames_dir, start=None if opts.from_dir else 1)
+    if not frames:
+        raise FacelabError(f"{frames_dir} holds no numbered frames (00001.png ...)")
+
+    info, dst_frames = _dst_info(ws)
+    if opts.from_dir is None and dst_frames is not None and len(frames) < dst_frames:
+        raise FacelabError(
+            f"frame {len(frames) + 1:05d} is missing in {frames_dir}: merged has {len(frames)} of "
+            f"{dst_frames} dst frames; run `facelab merge` to finish"
+        )
+    fps = opts.fps or (info.fps_fraction if info else None)
+    if fps is None:
+        raise FacelabError("no frame rate known: run `facelab extract-frames dst` first or pass --fps")
+    audio = None
+    if not opts.no_audio:
+        if opts.audio is not None:
+            if not opts.audio.exists():
+                raise FacelabError(f"{opts.audio} does not exist: check the path given to --audio")
+            audio = opts.audio
+        elif info is not None and info.has_audio and Path(info.path).exists():
+            audio = Path(info.path)
+
+    ext = VIDEO_FORMATS[opts.fmt][0]
+    out = opts.output or ws.root / f"result.{ext}"
+    result = encode_video(frames, out, fps, fmt=opts.fmt, bitrate=opts.bitrate, audio_from=audio,
+                          overwrite=opts.overwrite, label=out.name)  # fmt: skip
+    sound = f"sound from {audio.name}" if audio else "no sound"
+    say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
+
+    mask_dir = opts.mask_from or (None if opts.from_dir else ws.merged_mask_dir)
+    if mask_dir is not None:
+        masks = collect_frames(mask_dir, start=None if opts.mask_from else 1) if mask_dir.is_dir() else []
+        if not masks:
+            say(f"no mask frames in {mask_dir}: skipping the mask video")
+        else:
+            mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
+            m = encode_video(masks, mask_out, fps, fmt=opts.fmt, lossless=True, overwrite=opts.overwrite,
+                             label=mask_out.name)  # fmt: skip
+            say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
+    return out
