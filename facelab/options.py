@@ -1,7 +1,10 @@
-"""Typed option specs: one definition drives the command-line flags, the config file and prompts.
+"""Typed option specs: one definition drives the command-line flags, the config file, the
+terminal prompts, the UI's forms and the checks of JSON bodies.
 
 An `Option` knows its type, default, range or choices and help; `parse` refuses a bad value
-with a message that names the allowed range, whichever way the value arrived.
+with a message that names the allowed range, whichever way the value arrived. The specs live
+with the step they configure: extraction (faces/extract.py), training (train/trainer.py and
+train/model_options.py), merge (merge/settings.py) and make-video (media/result.py).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ class Option:
     choices: tuple[str, ...] | None = None
     changeable: bool = True  # model options: False = fixed when the model is created
     check: Callable[[Any], Any] | None = None  # extra validation; raises ValueError with the reason
+    flags: tuple[str, ...] = ()  # command-line spellings, when not --<name> (e.g. ("--format",))
+    normalize: Callable[[str], str] | None = None  # other spellings of a choice -> the choice
+    switch: bool = False  # a bool flag as --x/--no-x rather than --x y|n
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
 
     def allowed(self) -> str:
         if self.choices:
@@ -37,7 +43,7 @@ class Option:
         if self.range:
             lo, hi = self.range
             return f"{lo} to {hi}" if self.type is int else f"{lo:g} to {hi:g}"
-        return "yes or no" if self.type is bool else self.type.__name__
+        return {bool: "yes or no", str: "text"}.get(self.type, self.type.__name__)
 
     def parse(self, value: Any) -> Any:
         """The value as this option's type, or ValueError naming the allowed values."""
@@ -54,8 +60,13 @@ class Option:
             if self.type is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
             parsed = self.type(value) if self.type is not int else int(str(value).strip())
+            if self.normalize is not None:
+                parsed = self.normalize(parsed)
         except (TypeError, ValueError):
-            raise ValueError(f"{self.name} must be {self.allowed()}, not {value!r}") from None
+            one_of = "one of " if self.choices else ""
+            raise ValueError(f"{self.name} must be {one_of}{self.allowed()}, not {value!r}") from None
+        if self.type is float and parsed != parsed:
+            raise ValueError(f"{self.name} must be {self.allowed()}, not {value!r}")
         if self.choices and parsed not in self.choices:
             raise ValueError(f"{self.name} must be one of {self.allowed()}, not {value!r}")
         if self.range and not self.range[0] <= parsed <= self.range[1]:
@@ -79,21 +90,37 @@ class Option:
         return self.parse(value)
 
 
-def add_arguments(group: argparse._ArgumentGroup, options: list[Option]) -> None:
-    """One flag per option; an unset flag stays None so a config file or a saved session can fill it."""
+def argtype(opt: Option) -> Callable[[str], Any]:
+    """`opt.parse` as an argparse type: a bad value is one line naming the allowed values."""
+
+    def parse(text: str) -> Any:
+        try:
+            return opt.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def add_arguments(
+    group: argparse._ArgumentGroup, options: list[Option], defaults: dict | None = None
+) -> None:
+    """One flag per option; an unset flag stays None so a config file, a prompt or a saved session can
+    fill it. `defaults` overrides the default shown in the help (e.g. one that depends on the side)."""
     for opt in options:
+        default = (defaults or {}).get(opt.name, opt.default)
+        shown = f"{opt.help} ({opt.allowed()}; default: {default})"
+        if opt.switch:
+            group.add_argument(*_spellings(opt), dest=opt.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"{opt.help} (default: {default})")  # fmt: skip
+            continue
+        metavar = "y|n" if opt.type is bool else "{" + ",".join(opt.choices) + "}" if opt.choices else None
+        group.add_argument(*_spellings(opt), dest=opt.name, type=argtype(opt), default=None, metavar=metavar,
+                           help=shown)  # fmt: skip
 
-        def parse(text: str, opt: Option = opt) -> Any:
-            try:
-                return opt.parse(text)
-            except ValueError as exc:
-                raise argparse.ArgumentTypeError(str(exc)) from None
 
-        metavar = None if opt.type is not bool else "y|n"
-        group.add_argument(
-            opt.flag, dest=opt.name, type=parse, default=None, metavar=metavar,
-            help=f"{opt.help} ({opt.allowed()}; default: {opt.default})",
-        )  # fmt: skip
+def _spellings(opt: Option) -> tuple[str, ...]:
+    return opt.flags or (opt.flag,)
 
 
 def load_config(path: Path, options: list[Option]) -> dict:
@@ -127,6 +154,3 @@ def load_config(path: Path, options: list[Option]) -> dict:
             raise UsageError(f"{path}: {exc}") from None
     return out
 
-
-def defaults(options: list[Option]) -> dict:
-    return {o.name: o.default for o in options}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from facelab.options import Option
 
 T = TypeVar("T")
 
@@ -45,42 +47,28 @@ def ask(label: str, default: T, parse: Callable[[str], T], hint: str, help_text:
             print(f"  {exc}")
 
 
-def ask_int(label: str, default: int, lo: int, hi: int, help_text: str = "") -> int:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not lo <= value <= hi:
-            raise ValueError(f"enter a whole number from {lo} to {hi}")
-        return value
+def ask_option(opt: Option, default: Any = None, label: str | None = None) -> Any:
+    """Ask for an option's value, checked by its own spec (`Option.parse`), as flags and config
+    files are; `default` replaces the spec's (e.g. an earlier run's value)."""
+    default = opt.default if default is None else default
+    if opt.type is bool:
+        shown = ask(label or opt.name, "y" if default else "n", lambda t: "y" if opt.parse(t) else "n",
+                    "y/n", opt.help)  # fmt: skip
+        return shown == "y"
+    return ask(label or opt.name, default, opt.parse, opt.allowed(), opt.help)
 
-    return ask(label, default, parse, f"{lo}-{hi}", help_text)
+
+def ask_int(label: str, default: int, lo: int, hi: int, help_text: str = "") -> int:
+    return ask_option(Option(label, int, default, help_text, range=(lo, hi)))
 
 
 def ask_float(label: str, default: float, lo: float, hi: float, help_text: str = "") -> float:
-    def parse(text: str) -> float:
-        value = float(text)
-        if not lo <= value <= hi:
-            raise ValueError(f"enter a number from {lo} to {hi}")
-        return value
-
-    return ask(label, default, parse, f"{lo}-{hi}", help_text)
+    return ask_option(Option(label, float, default, help_text, range=(lo, hi)))
 
 
 def ask_choice(label: str, default: str, choices: Sequence[str], help_text: str = "") -> str:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise ValueError(f"choose one of: {', '.join(choices)}")
-        return text
-
-    return ask(label, default, parse, "/".join(choices), help_text)
+    return ask_option(Option(label, str, default, help_text, choices=tuple(choices)))
 
 
 def ask_bool(label: str, default: bool, help_text: str = "") -> bool:
-    def parse(text: str) -> bool:
-        if text.lower() in ("y", "yes", "1", "true"):
-            return True
-        if text.lower() in ("n", "no", "0", "false"):
-            return False
-        raise ValueError("answer y or n")
-
-    shown = ask(label, "y" if default else "n", lambda t: "y" if parse(t) else "n", "y/n", help_text)
-    return shown == "y"
+    return ask_option(Option(label, bool, default, help_text))

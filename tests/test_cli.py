@@ -8,7 +8,6 @@ import pytest
 from facelab.cli import build_parser
 from tests.conftest import on_a_terminal, run_cli
 
-
 WORKFLOW = ["info", "workspace", "extract-frames", "extract-faces", "sort", "filter", "faceset", "train",
             "models", "merge", "make-video", "run", "ui", "demo"]  # fmt: skip
 NESTED = {"workspace": ["init"], "faceset": ["sheet"], "models": ["list", "rename", "delete", "restore"]}
@@ -110,6 +109,29 @@ def test_prompts_on_a_tty_show_default_and_range(tmp_path: Path, clip: Path):
     cmd = [sys.executable, "-m", "facelab", "extract-frames", "src", "--input", str(clip), "-w", str(ws)]
     code, text = on_a_terminal(cmd, {}, timeout=60)
     assert code == 0, text
-    assert "[0.0] frames per second to keep, 0 = every frame (0.0-240.0)" in text
-    assert "[jpg] frame image type (jpg/png)" in text
+    assert "[0.0] frames per second to keep, 0 = every frame (0 to 240, ? for help)" in text
+    assert "[jpg] frame image type (jpg, png, ? for help)" in text
     assert len(list((ws / "data_src").glob("*.jpg"))) == 50
+
+
+def test_progress_and_errors_as_events_for_the_ui(tmp_path: Path, clip: Path):
+    """What `facelab ui` reads of a job: JSON lines, not the terminal's text."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    env = os.environ | {"FACELAB_EVENTS": str(events)}
+    cmd = [sys.executable, "-m", "facelab", "extract-frames", "src", "--input", str(clip),
+           "-w", str(tmp_path / "ws"), "--yes", "-q"]  # -q: a disabled bar still reports  # fmt: skip
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    seen = [json.loads(line) for line in events.read_text().splitlines()]
+    progress = [e for e in seen if e["event"] == "progress"]
+    assert progress and progress[-1]["done"] == progress[-1]["total"] == 50
+    assert seen[-1] == {"event": "end", "time": seen[-1]["time"], "code": 0}
+    events.unlink()
+    bad = [sys.executable, "-m", "facelab", "make-video", "-w", str(tmp_path / "empty")]
+    assert subprocess.run(bad, env=env, capture_output=True).returncode == 1
+    seen = [json.loads(line) for line in events.read_text().splitlines()]
+    assert [e["event"] for e in seen] == ["error", "end"] and "does not exist" in seen[0]["message"]

@@ -207,10 +207,36 @@ def test_blur_out_mask_changes_the_target_outside_the_face():
 
 
 def test_saehd_trains_with_colour_and_sampling_options(train_ws: Path):
+    """Each option takes effect: ct_mode and random_hsv_power change the src batch, uniform_yaw the
+    faces drawn, blur_out_mask the loss on the same batch; and all of them together train."""
+    from facelab.models.folder import ModelFolder
+    from facelab.train.trainer import TrainingRun
+
+    ws = Workspace(train_ws)
+
+    def opened(name: str, **changes) -> TrainingRun:
+        folder = ModelFolder.of(ws.model_dir, name, "SAEHD")
+        options = TrainOptions(model_options=_options(**changes), seed=2)
+        return TrainingRun(ws, recipe("saehd"), folder, options)
+
+    base = opened("base")
+    batches = base.next_batches()
+    for option, value in (("ct_mode", "rct"), ("random_hsv_power", 0.1), ("uniform_yaw", True)):
+        run = opened(option, **{option: value})
+        other = run.next_batches()
+        if option != "uniform_yaw":  # the colour options touch src only; uniform_yaw draws both sides
+            assert torch.equal(other["dst"][0], batches["dst"][0]), option
+        assert not torch.equal(other["src"][0], batches["src"][0]), f"{option} changed nothing"
+    warped, target, masks = batches["src"]
+    pred, pred_mask = torch.full_like(target, 0.5), masks[:, :1]
+    blurred = opened("blur", blur_out_mask=True)
+    assert not torch.equal(base.loss(pred, pred_mask, target, masks),
+                           blurred.loss(pred, pred_mask, target, masks))  # fmt: skip
+
     opts = _options(
         ct_mode="rct", random_hsv_power=0.1, uniform_yaw=True, blur_out_mask=True, masked_training=False
     )
-    res = train(Workspace(train_ws), recipe("saehd"), "colour",
+    res = train(ws, recipe("saehd"), "colour",
                 TrainOptions(target_iter=3, model_options=opts, preview=False, seed=2))  # fmt: skip
     assert res.iteration == 3 and all(v == v for v in res.last_losses)  # finite
 

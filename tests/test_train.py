@@ -213,14 +213,17 @@ def test_a_trainer_starting_while_the_ui_polls_the_lock_is_not_refused(tmp_path)
         "while True: f.is_locked()\n"
     )
     poller = subprocess.Popen([sys.executable, "-c", poll], stdout=subprocess.PIPE, text=True)
+    taken = 0
     try:
         poller.stdout.readline()
         for _ in range(1000):
-            with folder.lock():
-                pass
+            with folder.lock():  # raises ModelLocked when a probe makes it give up
+                taken += 1
+        assert poller.poll() is None, "the poller stopped: the race was not exercised"
     finally:
         poller.kill()
         poller.wait()
+    assert taken == 1000
 
 
 def test_backups_rotate_newest_first_and_restore(tmp_path):

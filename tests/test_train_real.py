@@ -241,7 +241,7 @@ def test_locked_model_is_refused(train_ws: Path):
 
 
 def test_damaged_checkpoint_offers_the_latest_autobackup(train_ws: Path):
-    _tiny(train_ws, "dmg", 2, preview=False, backup_every_hours=1e-9)  # a backup at every save
+    _tiny(train_ws, "dmg", 2, preview=False, autobackup_hour=1e-9)  # a backup at every save
     folder = ModelFolder.of(train_ws / "model", "dmg", "Quick96")
     assert (folder.path / BACKUPS / "01").is_dir()
     data = bytearray((folder.path / WEIGHTS).read_bytes())
@@ -261,7 +261,18 @@ def test_damaged_checkpoint_offers_the_latest_autobackup(train_ws: Path):
 
 
 def test_bf16_path_trains_with_fp32_losses(train_ws: Path):
-    """bf16 autocast + channels_last (what auto picks with AMX or a bf16 GPU) runs anywhere, if slowly."""
+    """bf16 autocast + channels_last (what auto picks with AMX or a bf16 GPU) runs anywhere, if slowly:
+    the convolutions really run in bf16, the losses stay fp32."""
+    from facelab.train.trainer import TrainingRun
+
+    folder = ModelFolder.of(train_ws / "model", "hook", "Quick96")
+    run = TrainingRun(Workspace(train_ws), recipe("quick96"), folder, tiny_options(1, precision="bf16"))
+    seen = set()
+    for conv in (m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    losses = run.train_step(run.next_batches())  # the losses themselves: test_train's dssim test
+    assert seen == {torch.bfloat16} and all(np.isfinite(losses))
+
     result = _tiny(train_ws, "bf16", 3, precision="bf16", preview=False)
     state = ModelFolder(result.folder).load().state
     assert state["precision"] == "bf16" and all(np.isfinite(result.last_losses))

@@ -23,6 +23,6 @@ if __name__ == "__main__":
     ws, name, target = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     save_every = float(sys.argv[4]) if len(sys.argv) > 4 else 25.0
     backup_every = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
-    opts = tiny_options(target, save_every_min=save_every, backup_every_hours=backup_every, status_every_s=0)
+    opts = tiny_options(target, save_every_min=save_every, autobackup_hour=backup_every, status_every_s=0)
     result = train(Workspace(ws), recipe("quick96"), name, opts)
     print(f"done at iteration {result.iteration}", flush=True)

@@ -83,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.debug:
         os.environ["FACELAB_DEBUG"] = "1"  # worker processes print their tracebacks too
     prompts.set_assume_yes(args.yes)
+    code = _run(args)
+    progress.event("end", code=code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args) or 0
     except FacelabError as exc:
@@ -90,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         prefix = "usage error" if isinstance(exc, UsageError) else "error"
         print(f"facelab {args.command}: {prefix}: {exc}", file=sys.stderr)
+        progress.event("error", message=str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"facelab {args.command}: interrupted", file=sys.stderr)
+        progress.event("error", message="interrupted")
         return 130
     except Exception as exc:
         if args.debug:
@@ -103,4 +111,5 @@ def main(argv: list[str] | None = None) -> int:
                 "(run again with --debug for the traceback, and report it with `facelab info`)",
                 file=sys.stderr,
             )
+        progress.event("error", message=f"internal error: {type(exc).__name__}: {exc}")
         return 1

@@ -1,39 +1,32 @@
-"""Argument types: each refuses a bad value with one line naming the allowed range."""
+"""Argument types for flags that have no option spec of their own; each is an `Option.parse`, so
+a bad value is refused with the same one line, naming the allowed range, as everywhere else."""
 
 from __future__ import annotations
 
-import argparse
 from fractions import Fraction
 
+from facelab.options import Option, argtype
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+
+def _positive(value: float) -> float:
+    if not 0 < value < float("inf"):
+        raise ValueError("must be a positive number")
     return value
 
 
-def frame_rate(text: str) -> Fraction:
+def _frame_rate(value: str) -> Fraction:
     try:
-        value = Fraction(text)
+        rate = Fraction(value)
     except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a frame rate (25, 29.97 or 30000/1001)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
+        raise ValueError("is not a frame rate (25, 29.97 or 30000/1001)") from None
+    if rate <= 0:
+        raise ValueError("must be positive")
+    return rate
+
+
+positive_float = argtype(Option("value", float, 1.0, "", check=_positive))
+frame_rate = argtype(Option("frame rate", str, "25", "", check=_frame_rate))
 
 
 def int_in(lo: int, hi: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be from {lo} to {hi}, not {value}")
-        return value
-
-    return parse
+    return argtype(Option("value", int, lo, "", range=(lo, hi)))

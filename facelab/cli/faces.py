@@ -9,16 +9,17 @@ from facelab import prompts
 from facelab.cli.argtypes import int_in
 from facelab.cli.common import workspace_from
 from facelab.errors import UsageError
-from facelab.faces.align import FACE_TYPE_ALIASES, FACE_TYPE_NAMES, FACE_TYPES, canonical_face_type
-from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
-from facelab.faces.extract import NO_FACE_LIST, ExtractOptions, earlier_options, extract_faces
+from facelab.faces.align import canonical_face_type, face_type_name
+from facelab.faces.extract import NO_FACE_LIST, OPTIONS, ExtractOptions, earlier_options, extract_faces
 from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
 from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, split_by_person
 from facelab.faces.sheet import write_sheets
 from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.faces.sort import sort_faceset
 from facelab.media.probe import read_video_record
+from facelab.options import add_arguments
 from facelab.progress import say
+from facelab.workspace import SIDES
 
 
 def register(sub, common) -> None:
@@ -30,35 +31,18 @@ def register(sub, common) -> None:
         "metadata to aligned/<frame>_<k>.jpg. A rerun continues where the last one stopped, with its "
         "settings as the defaults.",
     )
-    p.add_argument("side", choices=["src", "dst"])
-    p.add_argument(
-        "--face-type",
-        choices=sorted(FACE_TYPE_ALIASES),
-        metavar="{" + ",".join(FACE_TYPE_NAMES) + "}",
-        help="area around the face to keep (default: whole)",
-    )
-    p.add_argument(
-        "--max-faces", type=int_in(0, 100), help="faces per frame, largest first; 0 = all (default: 0)"
-    )
-    p.add_argument("--size", type=int_in(256, 2048), help="aligned image size in pixels (default: 512)")
-    p.add_argument("--jpeg-quality", type=int_in(1, 100), help="JPEG quality of aligned faces (default: 90)")
-    p.add_argument("--format", choices=["jpg", "png"], help="aligned image type (default: jpg)")
-    p.add_argument("--detector", choices=list(DETECTORS), help=f"face detector (default: {DEFAULT_DETECTOR})")
-    p.add_argument(
-        "--debug-images",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write aligned_debug/<frame>.jpg (default: no for src, yes for dst)",
-    )
-    p.add_argument(
-        "--smooth",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="smooth landmarks over time (default: yes for dst, no for src)",
-    )
+    p.add_argument("side", choices=SIDES)
+    by_side = "yes for dst, no for src"
+    add_arguments(p, OPTIONS, {"debug_images": by_side, "smooth": by_side})
     p.add_argument("--workers", type=int_in(1, 64), help="worker processes (default: one per core)")
     p.add_argument("--overwrite", action="store_true", help="discard earlier aligned faces and start again")
     p.set_defaults(handler=cmd_extract_faces)
+
+
+# The settings asked for on a terminal when no flag gives them, with their prompts.
+PROMPTS = {"face_type": "face type", "max_faces": "max faces per frame, 0 = all",
+           "size": "aligned image size", "jpeg_quality": "JPEG quality", "detector": "detector",
+           "debug_images": "write debug images"}  # fmt: skip
 
 
 def cmd_extract_faces(args: argparse.Namespace) -> int:
@@ -66,32 +50,25 @@ def cmd_extract_faces(args: argparse.Namespace) -> int:
     side = args.side
     earlier = None if args.overwrite else earlier_options(ws.aligned_dir(side))
     was = earlier or ExtractOptions()
-    face_help = "How much of the head each aligned face shows."
-    default_type = FACE_TYPE_NAMES[FACE_TYPES.index(was.face_type)]
-    face_type = args.face_type or prompts.ask_choice(
-        "face type", default_type, list(FACE_TYPE_NAMES), face_help
-    )
-    try:
-        face_type = canonical_face_type(face_type)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    default_size = was.size if earlier else 768 if face_type == "head" else 512
-    opts = ExtractOptions(
-        face_type=face_type,
-        max_faces=args.max_faces
-        if args.max_faces is not None
-        else prompts.ask_int("max faces per frame, 0 = all", was.max_faces, 0, 100),
-        size=args.size or prompts.ask_int("aligned image size", default_size, 256, 2048),
-        jpeg_quality=args.jpeg_quality or prompts.ask_int("JPEG quality", was.jpeg_quality, 1, 100),
-        detector=args.detector or prompts.ask_choice("detector", was.detector, list(DETECTORS)),
-        image_format=args.format or was.image_format,
-        debug_images=args.debug_images
-        if args.debug_images is not None
-        else prompts.ask_bool("write debug images", side == "dst"),
-    )
-    smooth = (
-        args.smooth if args.smooth is not None else (was.smooth_fps is not None if earlier else side == "dst")
-    )
+    # A rerun continues the earlier extraction: its settings are the defaults.
+    defaults = {"face_type": face_type_name(was.face_type), "max_faces": was.max_faces,
+                "size": was.size, "jpeg_quality": was.jpeg_quality, "image_format": was.image_format,
+                "detector": was.detector, "debug_images": side == "dst",
+                "smooth": was.smooth_fps is not None if earlier else side == "dst"}  # fmt: skip
+    values = {}
+    for opt in OPTIONS:
+        default = defaults[opt.name]
+        if opt.name == "size" and not earlier:
+            default = 768 if values["face_type"] == "head" else 512
+        given = getattr(args, opt.name)
+        if given is not None:
+            values[opt.name] = given
+        elif opt.name in PROMPTS:
+            values[opt.name] = prompts.ask_option(opt, default, PROMPTS[opt.name])
+        else:
+            values[opt.name] = default
+    smooth = values.pop("smooth")
+    opts = ExtractOptions(**values | {"face_type": canonical_face_type(values["face_type"])})
     if smooth:
         opts.smooth_fps = _video_fps(ws, side)
     if args.workers:
@@ -134,7 +111,7 @@ def register_faceset_tools(sub, common) -> None:
         "Faces that a method rejects (oneface, best, --trash-worst) move to aligned_trash/; nothing is "
         "deleted. --restore-names undoes the renaming.",
     )
-    p.add_argument("side", choices=["src", "dst"])
+    p.add_argument("side", choices=SIDES)
     p.add_argument("--by", choices=SORT_METHODS, help="sort method (default: blur)")
     p.add_argument(
         "--target",
@@ -160,7 +137,7 @@ def register_faceset_tools(sub, common) -> None:
         description="Compare every aligned face with the face in --reference (dlib 128-D descriptors) and "
         "move the faces of other people to aligned_trash/.",
     )
-    p.add_argument("side", choices=["src", "dst"])
+    p.add_argument("side", choices=SIDES)
     p.add_argument("--reference", type=Path, required=True, help="a photo showing only the person to keep")
     p.add_argument(
         "--threshold",
@@ -179,7 +156,7 @@ def register_faceset_tools(sub, common) -> None:
         help="contact sheet of the aligned faces",
         description="Write data_<side>/aligned_sheet_01.jpg …: thumbnails with file names.",
     )
-    sheet.add_argument("side", choices=["src", "dst"])
+    sheet.add_argument("side", choices=SIDES)
     sheet.add_argument("--columns", type=int_in(1, 50), default=10, help="thumbnails per row (default: 10)")
     sheet.add_argument("--thumb", type=int_in(32, 512), default=128, help="thumbnail size (default: 128)")
     sheet.add_argument(

@@ -8,19 +8,17 @@ import sys
 from pathlib import Path
 
 from facelab import progress, prompts
-from facelab.cli.argtypes import int_in, positive_float
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
 from facelab.models.folder import (
     BACKUPS,
-    PREVIEW,
     STATE,
     CheckpointError,
     ModelFolder,
     find_model,
     model_folders,
 )
-from facelab.options import load_config
+from facelab.options import add_arguments, load_config
 from facelab.progress import say
 from facelab.train import catalog, distributed, model_options
 from facelab.train.recipes import RECIPES, Recipe
@@ -39,30 +37,9 @@ def register_train(sub, common) -> None:
     p.add_argument(
         "--name", help="model name (default: ask on a terminal, else the latest model of this kind)"
     )
-    p.add_argument(
-        "--batch", type=int_in(1, 4096), help="batch size (default: the model's, e.g. 4 for quick96)"
-    )
-    p.add_argument(
-        "--target-iter", type=int_in(0, 10**9), default=0, help="stop at this iteration (default: 0 = never)"
-    )
-    p.add_argument(
-        "--save-every",
-        type=positive_float,
-        default=25.0,
-        metavar="MIN",
-        help="autosave interval in minutes (default: 25)",
-    )
-    p.add_argument("--backup-every", type=float, default=0.0, metavar="HOURS",
-                   help=f"autobackup interval into {BACKUPS}/01..24 (default: 0 = only on b)")  # fmt: skip
-    p.add_argument("--no-preview", dest="preview", action="store_false", help=f"do not write {PREVIEW}")
-    p.add_argument("--preview-history", action="store_true", help="also keep a preview every 10 iterations")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="default auto: bf16 with AMX or a bf16 CUDA GPU, else fp32")  # fmt: skip
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto, cpu, cuda, cuda:N or mps (default: auto = a GPU if there is one)",
-    )
+    from facelab.train.trainer import OPTIONS
+
+    add_arguments(p, OPTIONS, {"batch": "the model's, e.g. 4 for quick96", "seed": "random"})
     p.add_argument(
         "--gpus",
         metavar="IDS",
@@ -70,7 +47,6 @@ def register_train(sub, common) -> None:
     )
     p.add_argument("--from", dest="from_model", metavar="OTHER",
                    help="start a new model from OTHER's weights (model reuse)")  # fmt: skip
-    p.add_argument("--seed", type=int, help="random seed for a new model (default: random)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option (SAEHD), repeatable; `--opt help` lists them")  # fmt: skip
     p.add_argument("--config", type=Path, help="YAML or JSON file of model options")
@@ -112,7 +88,7 @@ def choose_name(model_root, recipe: Recipe) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from facelab.train.trainer import TrainOptions, train
+    from facelab.train.trainer import OPTIONS, TrainOptions, train
 
     ws = workspace_from(args)
     recipe = RECIPES[args.model]
@@ -139,16 +115,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     name = catalog.check_name(args.name) if args.name else choose_name(ws.model_dir, recipe)
     if args.from_model and ModelFolder.of(ws.model_dir, name, recipe.class_name).exists():
         raise UsageError(f"--from makes a new model, but {name!r} already exists: choose a new --name")
+    flags = {o.name: getattr(args, o.name) for o in OPTIONS}
+    for o in OPTIONS:  # unset: the spec's default; batch and seed stay None (the model's, random)
+        if flags[o.name] is None and o.name not in ("batch", "seed"):
+            flags[o.name] = o.default
     opts = TrainOptions(
-        batch=args.batch,
-        target_iter=args.target_iter,
-        save_every_min=args.save_every,
-        backup_every_hours=args.backup_every,
-        preview=args.preview,
-        preview_history=args.preview_history,
-        precision=args.precision,
-        device=args.device,
-        seed=args.seed,
+        **flags,
         from_model=args.from_model,
         model_options=given,
         override=args.override,

@@ -6,13 +6,19 @@ import argparse
 from pathlib import Path
 
 from facelab import prompts
-from facelab.cli.argtypes import frame_rate, positive_float
+from facelab.cli.argtypes import frame_rate
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
-from facelab.media.frames import FRAME_FORMATS, extract_frames
+from facelab.media.frames import BY_NAME as FRAME_BY_NAME
+from facelab.media.frames import OPTIONS as FRAME_OPTIONS
+from facelab.media.frames import extract_frames
+from facelab.media.result import BY_NAME as VIDEO_BY_NAME
+from facelab.media.result import OPTIONS as VIDEO_OPTIONS
 from facelab.media.result import VideoOptions, make_video
-from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS
+from facelab.media.video import VIDEO_FORMATS
+from facelab.options import add_arguments
 from facelab.progress import say
+from facelab.workspace import SIDES
 
 
 def register_extract(sub, common) -> None:
@@ -24,15 +30,9 @@ def register_extract(sub, common) -> None:
         "dst always keeps every frame, and its frame rate, size and audio are recorded "
         "in data_dst_video.json for make-video.",
     )
-    p.add_argument("side", choices=["src", "dst"], help="which video")
+    p.add_argument("side", choices=SIDES, help="which video")
     p.add_argument("--input", "-i", type=Path, help="video file (default: data_<side>.* in the workspace)")
-    p.add_argument(
-        "--fps",
-        type=positive_float,
-        default=None,
-        help="src only: frames per second to keep (default: every frame)",
-    )
-    p.add_argument("--format", choices=FRAME_FORMATS, default=None, help="frame image type (default: jpg)")
+    add_arguments(p, FRAME_OPTIONS)
     p.add_argument("--overwrite", action="store_true", help="replace frames already in the folder")
     p.set_defaults(handler=cmd_extract_frames)
 
@@ -46,9 +46,9 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
         raise FacelabError(f"{video} does not exist: check the path given to --input")
     fps = args.fps
     if args.side == "src" and fps is None:
-        chosen = prompts.ask_float("frames per second to keep, 0 = every frame", 0.0, 0.0, 240.0)
-        fps = chosen or None
-    fmt = args.format or prompts.ask_choice("frame image type", "jpg", FRAME_FORMATS)
+        fps = prompts.ask_option(FRAME_BY_NAME["fps"], label="frames per second to keep, 0 = every frame")
+    fps = fps or None  # 0: every frame
+    fmt = args.image_format or prompts.ask_option(FRAME_BY_NAME["image_format"], label="frame image type")
     out_dir = ws.frames_dir(args.side)
     result = extract_frames(
         video, out_dir, fmt=fmt, fps=fps, overwrite=args.overwrite, info_path=ws.video_info_path(args.side)
@@ -68,15 +68,7 @@ def register_make_video(sub, common) -> None:
         description="Encode the merged frames to result.<ext> (H.264, yuv420p, tv range) at the dst "
         "video's own frame rate with its audio, and data_dst/merged_mask/ to a lossless result_mask.<ext>.",
     )
-    p.add_argument(
-        "--format", choices=list(VIDEO_FORMATS), default=None, help="container and codec (default: mp4)"
-    )
-    p.add_argument(
-        "--bitrate",
-        type=positive_float,
-        default=None,
-        help=f"video bitrate in Mbit/s for the lossy formats (default: {DEFAULT_BITRATE})",
-    )
+    add_arguments(p, VIDEO_OPTIONS)
     p.add_argument(
         "--from", dest="from_dir", type=Path, help="any folder of numbered frames instead of merged/"
     )
@@ -91,13 +83,12 @@ def register_make_video(sub, common) -> None:
 
 def cmd_make_video(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
-    fmt = args.format or prompts.ask_choice("output format", "mp4", list(VIDEO_FORMATS))
-    lossless = VIDEO_FORMATS[fmt][1]
+    fmt = args.fmt or prompts.ask_option(VIDEO_BY_NAME["fmt"], label="output format")
     bitrate = args.bitrate
-    if bitrate is None:
-        bitrate = (
-            DEFAULT_BITRATE if lossless else prompts.ask_float("bitrate, Mbit/s", DEFAULT_BITRATE, 1, 1000)
-        )
+    if bitrate is None:  # asked for the lossy formats only
+        lossy = not VIDEO_FORMATS[fmt][1]
+        bitrate = prompts.ask_option(VIDEO_BY_NAME["bitrate"], label="bitrate, Mbit/s") if lossy else None
+        bitrate = bitrate or VIDEO_BY_NAME["bitrate"].default
     make_video(ws, VideoOptions(fmt=fmt, bitrate=bitrate, from_dir=args.from_dir, mask_from=args.mask_from,
                                 fps=args.fps, audio=args.audio, no_audio=args.no_audio, output=args.output,
                                 overwrite=args.overwrite))  # fmt: skip

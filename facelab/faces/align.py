@@ -46,7 +46,13 @@ FIT_INDICES = np.array(list(range(17, 49)) + [54])
 MEAN_FACE = _MEAN_FACE_17_67[FIT_INDICES - 17]
 
 
+def face_type_name(face_type: str) -> str:
+    """What a user types for a face type (`full` for full_face): flags, prompts and messages."""
+    return FACE_TYPE_NAMES[FACE_TYPES.index(canonical_face_type(face_type))]
+
+
 def canonical_face_type(name: str) -> str:
+    """The stored name (DeepFaceLab's) of any spelling: `full`, `f` or `full_face` -> full_face."""
     key = name.strip().lower()
     if key in FACE_TYPES:
         return key

@@ -32,11 +32,20 @@ import numpy as np
 from facelab import progress
 from facelab.errors import FacelabError
 from facelab.faces import meta
-from facelab.faces.align import FACE_TYPES, crop_quad, face_transform, transform_points, warp_face
-from facelab.faces.detect import DEFAULT_DETECTOR, Face, create_detector, landmark_model
+from facelab.faces.align import (
+    FACE_TYPE_NAMES,
+    FACE_TYPES,
+    crop_quad,
+    face_transform,
+    face_type_name,
+    transform_points,
+    warp_face,
+)
+from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS, Face, create_detector, landmark_model
 from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
+from facelab.options import Option
 from facelab.workspace import IMAGE_EXTS
 
 JOURNAL = ".extract.jsonl"
@@ -44,6 +53,21 @@ SEGMENT = 96  # frames processed as one unit (see the module docstring)
 WARMUP = 8  # frames followed before a segment's first frame
 NO_FACE_LIST = "no_face_frames.txt"
 _DIGITS = re.compile(r"(\d+)")
+
+
+# The settings of steps 3-4, for the flags, the prompts and the UI's extraction form.
+OPTIONS = [
+    Option("face_type", str, "whole", "area around the face to keep", choices=FACE_TYPE_NAMES,
+           normalize=face_type_name),
+    Option("max_faces", int, 0, "faces per frame, largest first; 0 = all", range=(0, 100)),
+    Option("size", int, 512, "aligned image size in pixels (768 for head)", range=(256, 2048)),
+    Option("jpeg_quality", int, 90, "JPEG quality of aligned faces", range=(1, 100)),
+    Option("image_format", str, "jpg", "aligned image type", choices=("jpg", "png"), flags=("--format",)),
+    Option("detector", str, DEFAULT_DETECTOR, "face detector", choices=tuple(DETECTORS)),
+    Option("debug_images", bool, False, "write aligned_debug/<frame>.jpg", switch=True),
+    Option("smooth", bool, False, "smooth landmarks over time", switch=True),
+]  # fmt: skip
+BY_NAME = {o.name: o for o in OPTIONS}
 
 
 @dataclass

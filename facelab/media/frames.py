@@ -15,9 +15,16 @@ from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import ensure_writable_dir, fsync_dir, write_json_atomic
 from facelab.media.ffmpeg import run_ffmpeg
 from facelab.media.probe import VideoInfo, probe_video
+from facelab.options import Option
 from facelab.workspace import numbered_images
 
 FRAME_FORMATS = ("jpg", "png")
+# The settings of steps 1-2, for the flags and the prompts.
+OPTIONS = [
+    Option("fps", float, 0.0, "src only: frames per second to keep, 0 = every frame", range=(0.0, 240.0)),
+    Option("image_format", str, "jpg", "frame image type", choices=tuple(FRAME_FORMATS), flags=("--format",)),
+]  # fmt: skip
+BY_NAME = {o.name: o for o in OPTIONS}
 JPEG_QSCALE = 2  # ffmpeg's mjpeg scale, 2 = very high quality (about JPEG 95)
 
 

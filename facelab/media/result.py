@@ -11,8 +11,17 @@ from pathlib import Path
 from facelab.errors import FacelabError
 from facelab.media.probe import VideoInfo, probe_video, read_video_record
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
+from facelab.options import Option
 from facelab.progress import say
 from facelab.workspace import Workspace
+
+# The encoding settings of step 7, for the flags and the prompts.
+OPTIONS = [
+    Option("fmt", str, "mp4", "container and codec", choices=tuple(VIDEO_FORMATS), flags=("--format",)),
+    Option("bitrate", float, float(DEFAULT_BITRATE), "video bitrate in Mbit/s for the lossy formats",
+           range=(1.0, 1000.0)),
+]  # fmt: skip
+BY_NAME = {o.name: o for o in OPTIONS}
 
 
 @dataclass

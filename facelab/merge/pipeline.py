@@ -25,7 +25,7 @@ from facelab import progress
 from facelab.device import pick_device, pick_precision
 from facelab.errors import FacelabError
 from facelab.faces import masks
-from facelab.faces.align import FACE_TYPES, face_transform
+from facelab.faces.align import FACE_TYPES, face_transform, face_type_name
 from facelab.faces.faceset import load_faceset
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
@@ -93,7 +93,7 @@ def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
             raise FacelabError(
                 f"{face.path} is a {face.meta.face_type} face but the model merges {model_face_type} faces: "
                 "re-extract dst with `facelab extract-faces dst --face-type "
-                f"{model_face_type.replace('_face', '')}`"
+                f"{face_type_name(model_face_type)}`"
             )
         stem = Path(face.meta.source_filename).stem
         if stem not in plans:

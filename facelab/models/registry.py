@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from facelab.models import options as architecture
 from facelab.models.amp import AMPNet
 from facelab.models.archi import Autoencoder
 
@@ -56,21 +57,11 @@ def quick96(**opts) -> nn.Module:
     return Autoencoder(**opts)
 
 
-def _check_saehd(resolution: int, ae_dims: int, e_dims: int, d_dims: int, d_mask_dims: int, **_) -> None:
-    if not 64 <= resolution <= 640:
-        raise ValueError(f"resolution must be 64-640, not {resolution}")
-    if not 32 <= ae_dims <= 1024:
-        raise ValueError(f"ae_dims must be 32-1024, not {ae_dims}")
-    for key, value in (("e_dims", e_dims), ("d_dims", d_dims), ("d_mask_dims", d_mask_dims)):
-        if not (16 <= value <= 256 and value % 2 == 0):
-            raise ValueError(f"{key} must be even, 16-256, not {value}")
-
-
 @register_model("saehd", {"resolution": 128, "archi": "liae-ud", "ae_dims": 256, "e_dims": 64, "d_dims": 64,
                           "d_mask_dims": 22})  # fmt: skip
 def saehd(**opts) -> nn.Module:
     """SAEHD's network: DF or LIAE with any of -u, -d, -t (training options come with the trainer)."""
-    _check_saehd(**opts)
+    architecture.check("saehd", opts)
     return Autoencoder(**opts)
 
 
@@ -78,6 +69,5 @@ def saehd(**opts) -> nn.Module:
                         "d_mask_dims": 22, "morph_factor": 0.5})  # fmt: skip
 def amp(**opts) -> nn.Module:
     """AMP: one encoder/decoder, two fixed random inters mixed by a morph factor (live use)."""
-    if not 0.1 <= opts["morph_factor"] <= 0.5:
-        raise ValueError(f"morph_factor must be 0.1-0.5, not {opts['morph_factor']}")
+    architecture.check("amp", opts)
     return AMPNet(**opts)

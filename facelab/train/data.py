@@ -18,7 +18,7 @@ import torch
 
 from facelab import progress
 from facelab.errors import FacelabError
-from facelab.faces.align import FACE_TYPES, averaged_yaw, transform_points, unit_face_mat
+from facelab.faces.align import FACE_TYPES, averaged_yaw, face_type_name, transform_points, unit_face_mat
 from facelab.faces.faceset import AlignedFace, load_faceset
 from facelab.procs import clean_pool
 from facelab.train.crops import load_face as _load_one
@@ -53,7 +53,7 @@ def check_face_types(faces: list[AlignedFace], folder: Path, model_type: str, mo
         raise FacelabError(
             f"{folder} holds {len(small)} {'/'.join(kinds)} faces (e.g. {small[0].path.name}), "
             f"smaller than the {model_type} faces {model_label} trains on: re-extract with "
-            f"`facelab extract-faces --face-type {model_type.replace('_face', '')}` (or larger)"
+            f"`facelab extract-faces --face-type {face_type_name(model_type)}` (or larger)"
         )
 
 

@@ -17,39 +17,23 @@ from pathlib import Path
 from facelab import prompts
 from facelab.errors import UsageError
 from facelab.fsutil import write_json_atomic
+from facelab.models import options as arch
 from facelab.models.archi import parse_archi
 from facelab.models.folder import BACKUPS
 from facelab.options import Option
 from facelab.train.color import CT_MODES
 
-
-def _archi(value: str) -> str:
-    parse_archi(value)
-    return value.lower()
-
-
-def _even(value: int) -> int:
-    if value % 2:
-        raise ValueError(f"must be even, not {value}")
-    return value
-
-
 SAEHD = [
-    Option("resolution", int, 128, "face size in pixels; a multiple of 16 (of 32 with -d)", range=(64, 640),
-           changeable=False),
+    arch.RESOLUTION,
     Option("face_type", str, "f", "how much of the head: half, mid-full, full, whole, head",
            choices=("h", "mf", "f", "wf", "head"), changeable=False),
-    Option("archi", str, "liae-ud", "df or liae, with any of -u (pixel norm), -d (double res), -t (deeper)",
-           changeable=False, check=_archi),
-    Option("ae_dims", int, 256, "autoencoder (bottleneck) width", range=(32, 1024), changeable=False),
-    Option("e_dims", int, 64, "encoder width", range=(16, 256), changeable=False, check=_even),
-    Option("d_dims", int, 64, "decoder width", range=(16, 256), changeable=False, check=_even),
-    Option("d_mask_dims", int, 22, "mask decoder width", range=(16, 256), changeable=False, check=_even),
+    arch.ARCHI, arch.AE_DIMS, arch.E_DIMS, arch.D_DIMS, arch.D_MASK_DIMS,
     Option("batch_size", int, 8, "faces per side per iteration", range=(1, 256)),
     Option("target_iter", int, 0, "stop at this iteration (0 = train until stopped)", range=(0, 10**9)),
     Option("autobackup_hour", float, 0.0, f"back up into {BACKUPS}/01..24 every N hours (0 = only on b)",
-           range=(0.0, 24.0)),
-    Option("write_preview_history", bool, False, "keep a preview image every 10 iterations in history/"),
+           range=(0.0, 24.0), flags=("--backup-every",)),
+    Option("write_preview_history", bool, False, "keep a preview image every 10 iterations in history/",
+           flags=("--preview-history",), switch=True),
     Option("random_src_flip", bool, False, "mirror src faces at random (more angles, less likeness)"),
     Option("random_dst_flip", bool, True, "mirror dst faces at random"),
     Option("masked_training", bool, True, "learn only the face inside the mask"),
@@ -72,24 +56,16 @@ SAEHD = [
 ]  # fmt: skip
 
 
-def _multiple_of_32(value: int) -> int:
-    if value % 32:
-        raise ValueError(f"must be a multiple of 32, not {value}")
-    return value
-
-
-_SHARED = {o.name: o for o in SAEHD}
+SHARED = {o.name: o for o in SAEHD}
 AMP = [
-    Option("resolution", int, 224, "face size in pixels, a multiple of 32", range=(64, 640), changeable=False,
-           check=_multiple_of_32),
+    arch.AMP_RESOLUTION,
     Option("face_type", str, "wf", "how much of the head: full, whole, head", choices=("f", "wf", "head"),
            changeable=False),
-    _SHARED["ae_dims"],
-    Option("inter_dims", int, 1024, "width of the two inters", range=(32, 2048), changeable=False),
-    _SHARED["e_dims"], _SHARED["d_dims"], _SHARED["d_mask_dims"],
-    Option("morph_factor", float, 0.5, "share of src channels mixed in training", range=(0.1, 0.5),
-           changeable=False),
-] + [_SHARED[n] for n in ("batch_size", "target_iter", "autobackup_hour", "write_preview_history",
+    SHARED["ae_dims"],
+    arch.INTER_DIMS,
+    SHARED["e_dims"], SHARED["d_dims"], SHARED["d_mask_dims"],
+    arch.MORPH_FACTOR,
+] + [SHARED[n] for n in ("batch_size", "target_iter", "autobackup_hour", "write_preview_history",
                           "random_src_flip", "random_dst_flip", "uniform_yaw", "blur_out_mask", "lr_dropout",
                           "random_warp", "gan_power", "gan_patch_size", "gan_dims", "ct_mode",
                           "clipgrad")]  # fmt: skip

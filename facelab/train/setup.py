@@ -41,16 +41,15 @@ from facelab.workspace import SIDES
 if TYPE_CHECKING:
     from facelab.train.trainer import TrainingRun
 
-# TrainOptions fields that SAEHD and AMP keep as model options of these names.
-FLAG_OPTIONS = {"target_iter": "target_iter", "backup_every_hours": "autobackup_hour",
-                "preview_history": "write_preview_history"}  # fmt: skip
+# TrainOptions fields that SAEHD and AMP keep as model options (of the same names and specs).
+MODEL_KEPT = ("target_iter", "autobackup_hour", "write_preview_history")
 
 
 def prepare(run: TrainingRun, base: Recipe) -> None:
     """Options, device, faces, then the network (new or resumed), samplers and preview faces."""
     run.model_options = _resolve_options(run, base)
     if run.model_options:  # SAEHD and AMP keep these in the model (their flags set the options)
-        changes = {f: run.model_options[k] for f, k in FLAG_OPTIONS.items()}
+        changes = {k: run.model_options[k] for k in MODEL_KEPT}
         run.train_options = replace(run.train_options, **changes)
     opts = run.train_options
     run.recipe = with_options(base, run.model_options)
@@ -85,7 +84,7 @@ def _resolve_options(run: TrainingRun, base: Recipe) -> dict:
     o = run.train_options
     given = dict(o.model_options)
     if model_options.specs(base.model):  # a flag that is given wins over the same --opt
-        given |= {k: getattr(o, f) for f, k in FLAG_OPTIONS.items() if getattr(o, f)}
+        given |= {k: getattr(o, k) for k in MODEL_KEPT if getattr(o, k)}
     if run.folder.exists():
         saved = run.folder.read_json(CONFIG).get("options", {})
         return model_options.for_resumed_model(base.model, saved, given, o.override)

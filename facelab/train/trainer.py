@@ -26,10 +26,11 @@ from pathlib import Path
 import torch
 
 from facelab import progress
-from facelab.device import is_oom, pick_device
+from facelab.device import PRECISIONS, check_device_name, is_oom, pick_device
 from facelab.errors import FacelabError
-from facelab.models.folder import CheckpointError, ModelFolder
-from facelab.train import distributed, keys, report, setup
+from facelab.models.folder import PREVIEW, CheckpointError, ModelFolder
+from facelab.options import Option
+from facelab.train import distributed, keys, model_options, report, setup
 from facelab.train.augment import augment, sample_generators
 from facelab.train.color import color_transfer, hsv_jitter
 from facelab.train.data import FaceSamples
@@ -39,6 +40,22 @@ from facelab.train.losses import masked_face_loss, saehd_face_loss
 from facelab.train.recipes import Recipe
 from facelab.workspace import SIDES, Workspace
 
+# `facelab train`'s settings as flags (and `run`'s, and the UI's). target_iter, autobackup_hour and
+# write_preview_history are also SAEHD/AMP model options, with the very same specs.
+OPTIONS = [
+    Option("batch", int, 4, "batch size", range=(1, 4096)),
+    model_options.SHARED["target_iter"],
+    Option("save_every_min", float, 25.0, "autosave interval in minutes", range=(0.01, 100_000.0),
+           flags=("--save-every",)),
+    model_options.SHARED["autobackup_hour"],
+    Option("preview", bool, True, f"write {PREVIEW} at every save", switch=True),
+    model_options.SHARED["write_preview_history"],
+    Option("precision", str, "auto", "auto: bf16 with AMX or a bf16 CUDA GPU, else fp32", choices=PRECISIONS),
+    Option("device", str, "auto", "auto, cpu, cuda, cuda:N or mps (auto: a GPU if there is one)",
+           check=check_device_name),
+    Option("seed", int, 0, "random seed for a new model", range=(0, 2**62)),
+]  # fmt: skip
+
 
 @dataclass
 class TrainOptions:
@@ -46,9 +63,9 @@ class TrainOptions:
     target_iter: int = 0  # 0 = until stopped
     max_minutes: float = 0.0  # stop once the model's total training time reaches this (0 = no limit)
     save_every_min: float = 25.0
-    backup_every_hours: float = 0.0  # 0 = only on `b`
+    autobackup_hour: float = 0.0  # 0 = only on `b`
     preview: bool = True
-    preview_history: bool = False
+    write_preview_history: bool = False
     precision: str = "auto"  # auto | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     seed: int | None = None  # for a new model; None = random
@@ -372,7 +389,7 @@ def _loop(run: TrainingRun) -> TrainResult:
                 if main and now - last_live >= 2.0:
                     report.write_live(run, ms, running=True)
                     last_live = now
-                if main and opts.preview_history and opts.preview and run.iteration % 10 == 0:
+                if main and opts.write_preview_history and opts.preview and run.iteration % 10 == 0:
                     report.write_preview(run, history=True)
 
                 due = key == "s" or now - last_save >= opts.save_every_min * 60 or run.iteration == 1
@@ -388,7 +405,7 @@ def _loop(run: TrainingRun) -> TrainResult:
                     )
                     since_save = []
                     backup_due = (
-                        opts.backup_every_hours and now - last_backup >= opts.backup_every_hours * 3600
+                        opts.autobackup_hour and now - last_backup >= opts.autobackup_hour * 3600
                     )
                     if backup_due:
                         status.line(f"autobackup: {run.folder.backup()}")

@@ -31,12 +31,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from facelab.errors import FacelabError
-from facelab.faces.align import FACE_TYPE_NAMES
-from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
 from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.models.folder import STATE
 from facelab.train.recipes import RECIPES
-from facelab.ui.common import ApiError, Context, images
+from facelab.ui.common import EXTRACT_FORM, EXTRACT_OPTIONS, ApiError, Context, images, option_json
 from facelab.ui.faceset import FacesetPage
 from facelab.ui.merging import MergePage
 from facelab.ui.training import TrainingPage
@@ -59,8 +57,7 @@ class Overview:
             counts[s] = len(images(self.ctx.ws.aligned_dir(s)))
         return JSONResponse({"workspace": str(self.ctx.ws.root), "faces": counts, "models": self._models(),
                              "jobs": self.ctx.jobs.describe(), "sort_methods": list(SORT_METHODS),
-                             "face_types": list(FACE_TYPE_NAMES), "detectors": list(DETECTORS),
-                             "default_detector": DEFAULT_DETECTOR,
+                             "extract_options": [option_json(EXTRACT_OPTIONS[n]) for n in EXTRACT_FORM],
                              "model_kinds": sorted(RECIPES), "merged": self.ctx.merged_count(),
                              "result": (self.ctx.ws.root / "result.mp4").exists()})  # fmt: skip
 

@@ -13,28 +13,28 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from facelab.errors import FacelabError
-from facelab.faces.align import FACE_TYPE_NAMES
-from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS
+from facelab.faces.extract import BY_NAME as EXTRACT_OPTIONS
 from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.models.folder import CONFIG, LIVE, PREVIEW, STATE, ModelFolder, model_folders
 from facelab.options import Option
 from facelab.train import keys
 from facelab.train.catalog import check_name
+from facelab.train.trainer import OPTIONS as TRAIN_FLAGS
 from facelab.ui.jobs import Jobs
 from facelab.workspace import IMAGE_EXTS, SIDES, Workspace
 
+TRAIN_OPTIONS = {o.name: o for o in TRAIN_FLAGS}
+EXTRACT_FORM = ("face_type", "size", "detector")  # the extraction settings the faceset page offers
 # The fields of the JSON bodies, checked by type and range as the CLI checks its flags.
 FIELDS = {o.name: o for o in (
     Option("overwrite", bool, False, "replace what exists"),
-    Option("face_type", str, "whole", "face type", choices=FACE_TYPE_NAMES),
-    Option("size", int, 512, "aligned image size in pixels", range=(256, 2048)),
-    Option("detector", str, DEFAULT_DETECTOR, "face detector", choices=tuple(DETECTORS)),
+    *(EXTRACT_OPTIONS[name] for name in EXTRACT_FORM),
     Option("by", str, "blur", "sort method", choices=tuple(SORT_METHODS)),
     Option("model", str, "", "model kind or folder"),
     Option("name", str, "", "model name"),
     Option("folder", str, "", "model folder"),
     Option("key", str, "", "trainer key", choices=tuple(keys.COMMANDS)),
-    Option("save_every", float, 25.0, "minutes between saves", range=(0.1, 10000.0)),
+    TRAIN_OPTIONS["save_every_min"],
     Option("frame", int, 0, "frame number", range=(0, 10**9)),
     Option("scope", str, "frame", "which frames the settings apply to", choices=("frame", "following")),
 )}  # fmt: skip

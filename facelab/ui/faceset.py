@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from facelab.faces import meta as face_meta
-from facelab.faces.align import FACE_TYPE_NAMES, FACE_TYPES
+from facelab.faces.align import face_type_name
 from facelab.faces.extract import earlier_options
 from facelab.faces.faceset import trash_files
 from facelab.media.images import DamagedImage, read_image
@@ -87,7 +87,7 @@ class FacesetPage:
         was = earlier_options(self.ctx.ws.aligned_dir(side))
         if was is None:
             return None
-        return {"face_type": FACE_TYPE_NAMES[FACE_TYPES.index(was.face_type)], "size": was.size,
+        return {"face_type": face_type_name(was.face_type), "size": was.size,
                 "detector": was.detector}  # fmt: skip
 
     async def extract_faces(self, request: Request) -> JSONResponse:

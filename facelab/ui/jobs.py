@@ -3,8 +3,9 @@
 Each job gets its own session (so closing the browser or stopping the server does not stop it)
 and a log in `<workspace>/.facelab-ui/jobs/`, with a small JSON record beside it (command, pid), so
 a restarted server shows the jobs still running and does not start a second merge beside one.
-The server only ever builds the command lines itself, from a fixed set of commands: no endpoint
-runs what a request sends.
+The job's progress and errors come from its events file (JSON lines, see progress.py), not from
+its terminal text. The server only ever builds the command lines itself, from a fixed set of
+commands: no endpoint runs what a request sends.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facelab.progress import EVENTS_ENV
+
 COMMANDS = ("extract-faces", "sort", "train", "merge", "make-video")
-_PERCENT = re.compile(r"(\d{1,3})%\|")
-_ERROR = re.compile(r"^facelab [\w-]+: (?:internal )?error: (.*)$")
 
 
 @dataclass
@@ -47,27 +48,46 @@ class Job:
             self.ended = time.time()
         code = self.proc.poll() if self.proc is not None else None
         lines = self.tail()
-        error = next((m.group(1) for ln in reversed(lines) if (m := _ERROR.match(ln))), None)
-        percent = None
-        for ln in reversed(lines):
-            found = _PERCENT.findall(ln)
-            if found:
-                percent = int(found[-1])
-                break
+        error, percent = None, None
+        for e in self.events():
+            if e.get("event") == "progress" and e.get("total"):
+                percent = min(100, int(100 * float(e.get("done", 0)) / float(e["total"])))
+            elif e.get("event") == "error":
+                error = str(e.get("message"))
+            elif e.get("event") == "end" and code is None and self.proc is None:
+                code = e.get("code")
         return {
             "id": self.id, "command": self.command, "args": self.args, "running": running,
             "exit_code": code, "error": error, "percent": percent, "last": lines[-12:],
             "seconds": round((self.ended or time.time()) - self.started, 1),
         }  # fmt: skip
 
+    @property
+    def events_path(self) -> Path:
+        return self.log.with_suffix(".events.jsonl")
+
+    def events(self, size: int = 65536) -> list[dict]:
+        """The job's progress and error events (progress.event), last `size` bytes."""
+        out = []
+        for line in _tail_text(self.events_path, size).splitlines():
+            with contextlib.suppress(ValueError):
+                e = json.loads(line)
+                if isinstance(e, dict):
+                    out.append(e)
+        return out
+
     def tail(self, size: int = 16384) -> list[str]:
-        try:
-            with self.log.open("rb") as f:
-                f.seek(max(0, self.log.stat().st_size - size))
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return []
+        text = _tail_text(self.log, size)
         return [ln.strip() for ln in re.split(r"[\r\n]+", text) if ln.strip()]
+
+
+def _tail_text(path: Path, size: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def _is_facelab_process(pid: int, command: str) -> bool:
@@ -110,9 +130,10 @@ class Jobs:
         job_id = next(self._ids)
         log = self.folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{job_id}-{command}.log"
         cmd = [sys.executable, "-m", "facelab", command, *args, "-w", str(self.workspace)]
+        env = os.environ | {EVENTS_ENV: str(log.with_suffix(".events.jsonl"))}
         with log.open("wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)  # fmt: skip
+                                    start_new_session=True, env=env)  # fmt: skip
         job = Job(job_id, command, args, log, proc.pid, time.time(), proc)
         record = {"command": command, "args": args, "pid": proc.pid, "started": job.started}
         log.with_suffix(".json").write_text(json.dumps(record) + "\n")

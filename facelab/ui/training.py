@@ -71,7 +71,7 @@ class TrainingPage:
             saved = self._saved_options(folder)
             model_options.refuse_fixed(kind, model_options.saved_options(kind, saved), given)
         pairs = [f"{k}={v}" for k, v in given.items()]
-        args = ["--model", kind, "--name", name, "--save-every", str(body.get("save_every"))]
+        args = ["--model", kind, "--name", name, "--save-every", str(body.get("save_every_min"))]
         job = self.ctx.jobs.start("train", args + [a for p in pairs for a in ("--opt", p)])
         return JSONResponse(job.describe())
 

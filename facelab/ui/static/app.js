@@ -88,10 +88,14 @@ async function refreshStatus() {
     $("workspace").textContent = s.workspace;
     if (first) {
       for (const m of s.sort_methods) $("fs-sort").add(new Option(m, m));
-      for (const t of s.face_types) $("fs-face-type").add(new Option(t, t));
-      for (const d of s.detectors) $("fs-detector").add(new Option(d, d));
-      $("fs-face-type").value = "whole";
-      $("fs-detector").value = s.default_detector;
+      // The extraction controls come from the same option specs as the CLI's flags.
+      state.extractOptions = s.extract_options;
+      $("fs-options").replaceChildren(...s.extract_options.map((o) => {
+        const label = optionInput(o, o.default);
+        label.querySelector("[name]").id = "fs-" + o.name.replace(/_/g, "-");
+        label.querySelector("small").remove();
+        return label;
+      }));
       for (const k of s.model_kinds) $("tr-kind").add(new Option(k, k));
       $("tr-kind").value = "saehd";
     }
@@ -178,12 +182,11 @@ async function loadFaces() {
 function showExtraction(earlier) {
   state.extraction = earlier;
   const again = $("fs-overwrite").checked;
-  if (earlier && !again) {
-    $("fs-face-type").value = earlier.face_type;
-    $("fs-size").value = earlier.size;
-    $("fs-detector").value = earlier.detector;
+  for (const o of state.extractOptions || []) {
+    const input = $("fs-" + o.name.replace(/_/g, "-"));
+    if (earlier && !again) input.value = earlier[o.name];
+    input.disabled = Boolean(earlier) && !again;
   }
-  for (const id of ["fs-face-type", "fs-size", "fs-detector"]) $(id).disabled = Boolean(earlier) && !again;
   $("fs-overwrite").disabled = !earlier && !state.faces.length;
   $("fs-extraction").textContent = !earlier ? "no extraction yet"
     : again ? "replaces every aligned face" : "continues the earlier extraction with its settings";
@@ -193,8 +196,9 @@ async function extractFaces() {
   const side = $("fs-side").value;
   const again = $("fs-overwrite").checked;
   if (again && !confirm(`Delete the ${state.faces.length} aligned ${side} faces and extract again?`)) return;
-  await api(`/api/faces/${side}/extract`, { face_type: $("fs-face-type").value, size: Number($("fs-size").value),
-    detector: $("fs-detector").value, overwrite: again });
+  const body = { overwrite: again };
+  for (const o of state.extractOptions) body[o.name] = readInput(o, $("fs-" + o.name.replace(/_/g, "-")));
+  await api(`/api/faces/${side}/extract`, body);
   $("fs-overwrite").checked = false;
   showExtraction(state.extraction);
   refreshStatus();

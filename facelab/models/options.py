@@ -1,0 +1,54 @@
+"""The architecture options of SAEHD and AMP as typed specs: the model's own check of its options
+(registry) and the training options the user sets (train/model_options.py) are the same specs."""
+
+from __future__ import annotations
+
+from facelab.models.archi import parse_archi
+from facelab.options import Option
+
+
+def _archi(value: str) -> str:
+    parse_archi(value)
+    return value.lower()
+
+
+def _even(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"must be even, not {value}")
+    return value
+
+
+def _multiple_of_32(value: int) -> int:
+    if value % 32:
+        raise ValueError(f"must be a multiple of 32, not {value}")
+    return value
+
+
+RESOLUTION = Option("resolution", int, 128, "face size in pixels; a multiple of 16 (of 32 with -d)",
+                    range=(64, 640), changeable=False)  # fmt: skip
+ARCHI = Option("archi", str, "liae-ud",
+               "df or liae, with any of -u (pixel norm), -d (double res), -t (deeper)",
+               changeable=False, check=_archi)  # fmt: skip
+AE_DIMS = Option("ae_dims", int, 256, "autoencoder (bottleneck) width", range=(32, 1024), changeable=False)
+E_DIMS = Option("e_dims", int, 64, "encoder width", range=(16, 256), changeable=False, check=_even)
+D_DIMS = Option("d_dims", int, 64, "decoder width", range=(16, 256), changeable=False, check=_even)
+D_MASK_DIMS = Option("d_mask_dims", int, 22, "mask decoder width", range=(16, 256), changeable=False,
+                     check=_even)  # fmt: skip
+AMP_RESOLUTION = Option("resolution", int, 224, "face size in pixels, a multiple of 32", range=(64, 640),
+                        changeable=False, check=_multiple_of_32)  # fmt: skip
+INTER_DIMS = Option("inter_dims", int, 1024, "width of the two inters", range=(32, 2048), changeable=False)
+MORPH_FACTOR = Option("morph_factor", float, 0.5, "share of src channels mixed in training", range=(0.1, 0.5),
+                      changeable=False)  # fmt: skip
+
+ARCHITECTURE = {
+    "saehd": [RESOLUTION, ARCHI, AE_DIMS, E_DIMS, D_DIMS, D_MASK_DIMS],
+    "amp": [AMP_RESOLUTION, AE_DIMS, INTER_DIMS, E_DIMS, D_DIMS, D_MASK_DIMS, MORPH_FACTOR],
+}
+
+
+def check(model: str, options: dict) -> None:
+    """ValueError naming the option and its range for any value its spec refuses."""
+    specs = {o.name: o for o in ARCHITECTURE.get(model, [])}
+    for key, value in options.items():
+        if key in specs:
+            specs[key].parse(value)
