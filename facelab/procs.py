@@ -12,9 +12,19 @@ under `if __name__ == "__main__":`, because the workers import the script's modu
 from __future__ import annotations
 
 import multiprocessing as mp
+import signal
 from concurrent.futures import ProcessPoolExecutor
+
+
+def _start_worker(initializer) -> None:
+    """Ctrl-C reaches the whole process group: the parent stops the work and says so once; the
+    workers must not each print a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer()
 
 
 def clean_pool(workers: int, initializer=None) -> ProcessPoolExecutor:
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=initializer)
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_start_worker,
+                               initargs=(initializer,))  # fmt: skip

@@ -135,3 +135,16 @@ def test_progress_and_errors_as_events_for_the_ui(tmp_path: Path, clip: Path):
     assert subprocess.run(bad, env=env, capture_output=True).returncode == 1
     seen = [json.loads(line) for line in events.read_text().splitlines()]
     assert [e["event"] for e in seen] == ["error", "end"] and "does not exist" in seen[0]["message"]
+
+
+def test_a_file_in_the_way_is_one_line_not_a_traceback(tmp_path: Path, clip: Path):
+    from tests.conftest import assert_clean_error
+
+    ws = tmp_path / "ws"
+    assert run_cli("extract-frames", "src", "--input", clip, "-w", ws, "--yes", "-q").returncode == 0
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = run_cli("make-video", "--from", ws / "data_src", "--fps", "25", "--output", blocker / "out.mp4",
+                   "-w", ws, "--yes")  # fmt: skip
+    assert_clean_error(proc, 1, "a file is in the way where a folder is needed")
+    assert blocker.read_text() == "not a folder"

@@ -103,6 +103,16 @@ def test_merging_with_another_model_never_replaces_frames_silently(merge_ws: Pat
     assert "merged 3 frames" in done.stdout
 
 
+def test_a_damaged_model_names_the_autobackup_to_restore(merge_ws: Path):
+    folder = ModelFolder.of(merge_ws / "model", "m", "Quick96")
+    folder.backup()
+    data = bytearray((folder.path / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder.path / "model.safetensors").write_bytes(bytes(data))
+    assert_clean_error(run_cli("merge", "-w", merge_ws, "--model", "m"), 1, "model.safetensors is damaged",
+                       "autobackup is 01", "facelab models restore m")  # fmt: skip
+
+
 def _lab_mean(img: np.ndarray, region: np.ndarray) -> np.ndarray:
     lab = cv2.cvtColor(img.astype(np.float32) / 255, cv2.COLOR_BGR2LAB)
     return lab[region].mean(0)

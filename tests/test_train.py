@@ -318,6 +318,26 @@ def test_weights_only_load_does_not_read_the_optimizer(tmp_path):
         folder.load()
 
 
+def test_a_bad_config_json_is_a_clear_error_before_anything_is_allocated(tmp_path):
+    from facelab.models.folder import load_network
+
+    folder = ModelFolder.of(tmp_path, "m", "Quick96")
+    for config, words in (({"model": "x"}, "config.json has no architecture"),
+                          ({"architecture": {"name": "quick96", "resolution": 100000}},
+                           "resolution must be from 16 to 640, not 100000"),
+                          ({"architecture": {"name": "saehd", "resolution": 4096}}, "from 64 to 640"),
+                          ({"architecture": {"name": "vae9"}}, "unknown model 'vae9'"),
+                          ({"architecture": {"name": "quick96", "colour": 3}},
+                           "no option colour")):  # fmt: skip
+        folder.save(config, {"w": torch.zeros(1)}, {}, {"iteration": 1}, "")
+        with pytest.raises(CheckpointError, match=words):
+            load_network(folder)
+    tiny = {"name": "quick96", "resolution": 32, "ae_dims": 16, "e_dims": 8, "d_dims": 8, "d_mask_dims": 8}
+    folder.save({"architecture": tiny}, {"w": torch.zeros(1)}, {}, {"iteration": 1}, "")
+    with pytest.raises(CheckpointError, match="does not match its config.json .missing e.g."):
+        load_network(folder)
+
+
 def test_out_of_memory_is_recognised_however_the_allocator_words_it():
     from facelab.device import is_oom
 

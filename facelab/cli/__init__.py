@@ -7,6 +7,7 @@ registered in workflow order so `facelab --help` reads like the DeepFaceLab .bat
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import traceback
@@ -88,6 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
+_DISK = {
+    errno.EROFS: "the file system is read-only: make the workspace writable (or choose another)",
+    errno.EACCES: "permission denied: make the workspace writable for this user",
+    errno.ENOSPC: "the disk is full: free some space, then run the same command again to continue",
+    errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
+    errno.EEXIST: "a file is in the way where a folder is needed: move it away",
+    errno.ENOTDIR: "a file is in the way where a folder is needed: move it away",
+}
+
+
+def _disk_problem(exc: OSError) -> str | None:
+    """One line for the file-system errors a user can fix (read-only, full, a file in the way)."""
+    if exc.errno not in _DISK:
+        return None
+    where = exc.filename or "the workspace"
+    return f"{where}: {_DISK[exc.errno]}"
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args) or 0
@@ -103,8 +122,13 @@ def _run(args: argparse.Namespace) -> int:
         progress.event("error", message="interrupted")
         return 130
     except Exception as exc:
+        problem = _disk_problem(exc) if isinstance(exc, OSError) else None
         if args.debug:
             traceback.print_exc()
+        elif problem:
+            print(f"facelab {args.command}: error: {problem}", file=sys.stderr)
+            progress.event("error", message=problem)
+            return 1
         else:
             print(
                 f"facelab {args.command}: internal error: {type(exc).__name__}: {exc} "

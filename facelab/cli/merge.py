@@ -60,7 +60,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from facelab.merge.pipeline import MergeModel, merge, preview_frame
     from facelab.merge.session import MergeSession, SessionError
     from facelab.merge.settings import OPTIONS
-    from facelab.models.folder import find_model
+    from facelab.models.folder import CheckpointError, find_model
 
     ws = workspace_from(args)
     folder = find_model(ws.model_dir, args.model)
@@ -72,7 +72,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         session = MergeSession.of(folder, fresh=True)
     changes = load_config(args.config, OPTIONS) if args.config else {}
     changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
-    model = MergeModel(folder, device=args.device)
+    try:
+        model = MergeModel(folder, device=args.device)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}{folder.restore_hint()}") from None
     if args.preview is not None:
         if changes:
             session.override(args.preview, args.preview, changes)

@@ -156,6 +156,15 @@ class ModelFolder:
                 return f"{path} is damaged (its checksum does not match state.json)"
         return None
 
+    def restore_hint(self) -> str:
+        """What to add to an error about a damaged checkpoint: the autobackup that can replace it."""
+        backups = self.backups()
+        if not backups:
+            return "; there is no autobackup to restore"
+        slot, state = backups[0]
+        return (f"; the latest autobackup is {slot.name} (iteration {state.get('iteration')}): "
+                f"restore it with `facelab models restore {self.name}`")  # fmt: skip
+
     def _state_bytes(self) -> bytes | None:
         try:
             return self.file(STATE).read_bytes()

@@ -40,7 +40,17 @@ INTER_DIMS = Option("inter_dims", int, 1024, "width of the two inters", range=(3
 MORPH_FACTOR = Option("morph_factor", float, 0.5, "share of src channels mixed in training", range=(0.1, 0.5),
                       changeable=False)  # fmt: skip
 
+# Quick96 is fixed (96 px, ae 128, e/d 64, mask 16) but tests build smaller ones: these bounds only
+# keep a damaged or hostile config.json from asking for terabytes before anything is checked.
+QUICK96 = [
+    Option("resolution", int, 96, "face size in pixels", range=(16, 640)),
+    Option("ae_dims", int, 128, "autoencoder width", range=(8, 1024)),
+    *(Option(name, int, default, "width", range=(4, 256))
+      for name, default in (("e_dims", 64), ("d_dims", 64), ("d_mask_dims", 16))),
+]  # fmt: skip
+
 ARCHITECTURE = {
+    "quick96": QUICK96,
     "saehd": [RESOLUTION, ARCHI, AE_DIMS, E_DIMS, D_DIMS, D_MASK_DIMS],
     "amp": [AMP_RESOLUTION, AE_DIMS, INTER_DIMS, E_DIMS, D_DIMS, D_MASK_DIMS, MORPH_FACTOR],
 }

@@ -54,6 +54,7 @@ def quick96(**opts) -> nn.Module:
     """DeepFaceLab's fixed beginner model: 96 px full face, df-ud, 38 M parameters.
 
     The trainer uses the defaults; other values exist for tiny test models."""
+    architecture.check("quick96", opts)
     return Autoencoder(**opts)
 
 

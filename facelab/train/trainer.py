@@ -269,14 +269,7 @@ def _open_run(ws: Workspace, recipe: Recipe, folder: ModelFolder, opts: TrainOpt
     try:
         return TrainingRun(ws, recipe, folder, opts, ranks)
     except CheckpointError as exc:
-        backups = folder.backups()
-        hint = (
-            f"; the latest autobackup is {backups[0][0].name} (iteration {backups[0][1].get('iteration')}): "
-            f"restore it with `facelab models restore {folder.name}`"
-            if backups
-            else "; there is no autobackup to restore"
-        )
-        raise CheckpointError(f"{exc}{hint}") from None
+        raise CheckpointError(f"{exc}{folder.restore_hint()}") from None
 
 
 def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> TrainResult:
