@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,20 @@ def atomic_path(path: Path | str, fsync: bool = True) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def remove_stale_temps(path: Path | str, older_than_s: float = 120.0) -> int:
+    """Remove the temporary files `atomic_path` left beside `path` when its process was killed (a
+    live writer keeps touching its file, so only those untouched for `older_than_s` go)."""
+    path = Path(path)
+    removed = 0
+    pattern = f".{glob.escape(path.stem)}.*.tmp{path.suffix}"
+    for tmp in path.parent.glob(pattern) if path.parent.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+    return removed
 
 
 def write_bytes_atomic(path: Path | str, data: bytes, fsync: bool = True) -> None:

@@ -64,6 +64,21 @@ def test_merged_to_result_with_sound_and_mask(tmp_path: Path):
     assert np.abs(first.astype(int) - cv2.imread(str(ws / "data_dst/merged_mask/00001.png"), 0)).max() <= 1
 
 
+def test_a_killed_encode_leaves_no_temp_file_behind_the_next_run(tmp_path: Path):
+    import os
+    import time
+
+    ws = prepared_workspace(tmp_path)
+    stale = ws / ".result.abc123.tmp.mp4"  # what a SIGKILLed make-video leaves (atomic_path's name)
+    stale.write_bytes(b"x" * 1000)
+    fresh = ws / ".result.def456.tmp.mp4"  # a live writer's file, touched just now, is left alone
+    fresh.write_bytes(b"y")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    assert run_cli("make-video", "-w", ws).returncode == 0
+    assert not stale.exists() and fresh.exists()
+
+
 def test_result_not_overwritten_without_flag(tmp_path: Path):
     ws = prepared_workspace(tmp_path)
     (ws / "result.mp4").write_bytes(b"earlier result")
@@ -87,8 +102,10 @@ def test_gap_in_merged_names_first_gap(tmp_path: Path):
     ws = prepared_workspace(tmp_path, seconds=1.0)
     (ws / "data_dst/merged/00007.png").unlink()
     (ws / "data_dst/merged/00009.png").unlink()
-    assert_clean_error(run_cli("make-video", "-w", ws), 1, "00007", "missing")
+    assert_clean_error(run_cli("make-video", "-w", ws), 1, "00007", "missing", "run `facelab merge`")
     assert not (ws / "result.mp4").exists()
+    (ws / "data_dst/00007.png").unlink()  # the dst frame itself is gone: merging cannot fill the gap
+    assert_clean_error(run_cli("make-video", "-w", ws), 1, "00007", "extract-frames dst --overwrite")
 
 
 def test_missing_last_merged_frame(tmp_path: Path):

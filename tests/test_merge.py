@@ -103,6 +103,16 @@ def test_merging_with_another_model_never_replaces_frames_silently(merge_ws: Pat
     assert "merged 3 frames" in done.stdout
 
 
+def test_a_missing_dst_frame_is_reported_with_how_to_fill_it(merge_ws: Path):
+    (merge_ws / "data_dst" / "00120.jpg").unlink()
+    for face in (merge_ws / "data_dst" / "aligned").glob("00120_*.jpg"):
+        face.unlink()
+    proc = run_cli("merge", "-w", merge_ws, "-q", "--frames", "118-125")
+    assert proc.returncode == 0, proc.stderr
+    assert "lacks 1 frames of the dst video (the first: 00120)" in proc.stdout
+    assert "facelab extract-frames dst --overwrite" in proc.stdout
+
+
 def test_a_damaged_model_names_the_autobackup_to_restore(merge_ws: Path):
     folder = ModelFolder.of(merge_ws / "model", "m", "Quick96")
     folder.backup()

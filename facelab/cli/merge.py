@@ -97,6 +97,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         f"{folder.name} in {s.seconds:.1f} s ({fps:.1f} frames/s); {s.skipped} already done "
         f"-> {ws.merged_dir}"
     )
+    if s.missing:
+        say(f"{ws.frames_dir('dst')} lacks {len(s.missing)} frames of the dst video (the first: "
+            f"{s.missing[0]:05d}), so they could not be merged: restore them with "
+            "`facelab extract-frames dst --overwrite` (the aligned faces stay), then merge again")
     changed = {
         k: v for k, v in session.settings.items() if v != next(o.default for o in OPTIONS if o.name == k)
     }

@@ -13,7 +13,7 @@ from facelab.media.probe import VideoInfo, probe_video, read_video_record
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
 from facelab.options import Option
 from facelab.progress import say
-from facelab.workspace import Workspace
+from facelab.workspace import Workspace, numbered_images
 
 # The encoding settings of step 7, for the flags and the prompts.
 OPTIONS = [
@@ -49,22 +49,35 @@ def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
         return None, None
 
 
+def _check_merged(ws: Workspace, merged: Path, dst_frames: int | None) -> None:
+    """Every dst frame merged, or an error that says how to fill the first gap: merge it, or, when
+    data_dst/ lacks that frame too, restore the dst frames first."""
+    have = {n for n, _ in numbered_images(merged)}
+    total = max(dst_frames or 0, max(have, default=0))
+    gap = next((n for n in range(1, total + 1) if n not in have), None)
+    if gap is None:
+        return
+    if any(n == gap for n, _ in numbered_images(ws.frames_dir("dst"))):
+        fill = "run `facelab merge` to finish"
+    else:
+        fill = ("data_dst/ lacks that frame too: `facelab extract-frames dst --overwrite` restores the dst "
+                "frames (the aligned faces stay), then `facelab merge`")  # fmt: skip
+    raise FacelabError(f"frame {gap:05d} is missing in {merged}: {len(have)} of {total} dst frames "
+                       f"merged; {fill}")
+
+
 def make_video(ws: Workspace, opts: VideoOptions) -> Path:
     """Encode the result (and its mask video); returns the result's path."""
     frames_dir = opts.from_dir or ws.merged_dir
     if not frames_dir.is_dir():
         hint = "run `facelab merge` first" if opts.from_dir is None else "check the path given to --from"
         raise FacelabError(f"{frames_dir} does not exist: {hint}")
+    info, dst_frames = _dst_info(ws)
+    if opts.from_dir is None:
+        _check_merged(ws, frames_dir, dst_frames)
     frames = collect_frames(frames_dir, start=None if opts.from_dir else 1)
     if not frames:
         raise FacelabError(f"{frames_dir} holds no numbered frames (00001.png ...)")
-
-    info, dst_frames = _dst_info(ws)
-    if opts.from_dir is None and dst_frames is not None and len(frames) < dst_frames:
-        raise FacelabError(
-            f"frame {len(frames) + 1:05d} is missing in {frames_dir}: merged has {len(frames)} of "
-            f"{dst_frames} dst frames; run `facelab merge` to finish"
-        )
     fps = opts.fps or (info.fps_fraction if info else None)
     if fps is None:
         raise FacelabError("no frame rate known: run `facelab extract-frames dst` first or pass --fps")

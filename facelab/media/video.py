@@ -10,7 +10,7 @@ from pathlib import Path
 
 from facelab import progress
 from facelab.errors import FacelabError, UsageError
-from facelab.fsutil import atomic_path
+from facelab.fsutil import atomic_path, remove_stale_temps
 from facelab.media.ffmpeg import run_ffmpeg
 from facelab.media.probe import probe_video
 from facelab.workspace import numbered_images
@@ -112,6 +112,7 @@ def encode_video(
 
     start = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_path)  # what a killed encode of this file left (several MB each)
     with atomic_path(out_path) as tmp, progress.bar(len(frames), f"encoding {label}") as pbar:
         run_ffmpeg(args + ["-y", str(tmp)], f"writing {out_path}", stdin_feed=_feeder(frames, pbar.update))
         made = probe_video(tmp)

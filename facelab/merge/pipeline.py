@@ -27,6 +27,7 @@ from facelab.errors import FacelabError
 from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, face_transform, face_type_name
 from facelab.faces.faceset import load_faceset
+from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
 from facelab.models.folder import ModelFolder, load_network
@@ -114,6 +115,15 @@ def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
     return ordered
 
 
+def missing_frames(ws: Workspace, plans: list[FramePlan]) -> list[int]:
+    """Frame numbers the dst video has but data_dst/ does not (deleted by hand, or by a crash of
+    another tool): merge cannot make them, so make-video would stop there."""
+    record = read_video_record(ws.video_info_path("dst"))
+    last = max([p.number for p in plans] + [record[1] or 0 if record else 0])
+    have = {p.number for p in plans}
+    return [n for n in range(1, last + 1) if n not in have]
+
+
 def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, settings: dict) -> list[dict]:
     """The crop of every face (what the model sees) with its matrix, hull and motion."""
     out = []
@@ -142,6 +152,7 @@ class MergeSummary:
     skipped: int = 0  # already merged with the same settings
     faces: int = 0
     no_face: int = 0
+    missing: list[int] = field(default_factory=list)  # dst frame numbers with no frame file
     seconds: float = 0.0
 
 
@@ -161,7 +172,7 @@ def merge(ws: Workspace, model: MergeModel, session: MergeSession, workers: int 
             "Pass --overwrite to replace them, or move the folder away first"
         )
     done = read_journal(merged_dir)
-    summary = MergeSummary(frames=len(plans))
+    summary = MergeSummary(frames=len(plans), missing=missing_frames(ws, plans))
     todo = []
     for plan in plans:
         if only and not only[0] <= plan.number <= only[1]:
