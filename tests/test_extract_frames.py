@@ -54,11 +54,16 @@ def test_dst_refuses_fps(tmp_path: Path, clip: Path):
     assert not (tmp_path / "ws" / "data_dst").exists()
 
 
-@pytest.mark.parametrize("fps", ["0", "-3"])
+@pytest.mark.parametrize("fps", ["-3", "nan", "500", "x"])
 def test_bad_fps(tmp_path: Path, clip: Path, fps: str):
-    assert_clean_error(
-        run_cli("extract-frames", "src", "--input", clip, "-w", tmp_path, f"--fps={fps}"), 2, "--fps"
-    )
+    proc = run_cli("extract-frames", "src", "--input", clip, "-w", tmp_path, f"--fps={fps}")
+    assert_clean_error(proc, 2, "--fps", "0 to 240")
+
+
+def test_fps_0_keeps_every_frame_as_the_prompt_says(tmp_path: Path, clip: Path):
+    proc = run_cli("extract-frames", "src", "--input", clip, "-w", tmp_path, "--fps", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "data_src").glob("*.jpg"))) == 50
 
 
 def test_unknown_format(tmp_path: Path, clip: Path):
