@@ -58,14 +58,6 @@ def ask_option(opt: Option, default: Any = None, label: str | None = None) -> An
     return ask(label or opt.name, default, opt.parse, opt.allowed(), opt.help)
 
 
-def ask_int(label: str, default: int, lo: int, hi: int, help_text: str = "") -> int:
-    return ask_option(Option(label, int, default, help_text, range=(lo, hi)))
-
-
-def ask_float(label: str, default: float, lo: float, hi: float, help_text: str = "") -> float:
-    return ask_option(Option(label, float, default, help_text, range=(lo, hi)))
-
-
 def ask_choice(label: str, default: str, choices: Sequence[str], help_text: str = "") -> str:
     return ask_option(Option(label, str, default, help_text, choices=tuple(choices)))
 

@@ -396,6 +396,8 @@ def test_a_restarted_server_still_shows_the_jobs_that_run(ui_ws: Path):
         code, body = second.get("/api/jobs")
         assert [(j["command"], j["running"]) for j in body["jobs"]] == [("train", True)]
         record = json.loads(next((ui_ws / ".facelab-ui" / "jobs").glob("*-train.json")).read_text())
+        saved = ui_ws / "model" / "bg_Quick96" / "state.json"  # its first save: the loop (and its SIGTERM
+        _wait(saved.exists, 180, "the first save")  # handler) runs; before that SIGTERM just kills it
         os.kill(record["pid"], signal.SIGTERM)  # the trainer saves and exits
         _wait(lambda: not second.get("/api/jobs")[1]["jobs"][0]["running"], 120, "the trainer to stop")
         ended = second.get("/api/jobs")[1]["jobs"][0]

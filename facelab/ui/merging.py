@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from facelab.errors import FacelabError
 from facelab.merge import settings as merge_settings
-from facelab.merge.session import merged_by_other
+from facelab.merge.session import MergeSession, merged_by_other
 from facelab.models.folder import SESSION, STATE, ModelFolder, find_model
 from facelab.ui.common import FIELDS, ApiError, Body, Context, jpeg, option_json
 
@@ -38,9 +38,7 @@ class MergePage:
                 self._merger = (folder.path, iteration, model, plan_frames(self.ctx.ws, model.face_type))
             return folder, self._merger[2], self._merger[3]
 
-    def session(self, folder: ModelFolder):
-        from facelab.merge.session import MergeSession
-
+    def session(self, folder: ModelFolder) -> MergeSession:
         if (folder.path / SESSION).exists():
             self.ctx.inside(folder.path / SESSION)
         return MergeSession.of(folder)
