@@ -112,8 +112,7 @@ def main() -> None:
 
     import torch
 
-    from facelab.device import has_amx
-    from facelab.device import pick_device, pick_precision
+    from facelab.device import has_amx, pick_device, pick_precision
 
     auto = pick_precision("auto", pick_device("auto"))
     rows = []
