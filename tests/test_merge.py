@@ -103,6 +103,29 @@ def test_merging_with_another_model_never_replaces_frames_silently(merge_ws: Pat
     assert "merged 3 frames" in done.stdout
 
 
+def test_a_second_merge_is_refused_while_one_runs(merge_ws: Path):
+    import subprocess
+    import sys
+    import time
+
+    from facelab.merge.session import JOURNAL
+
+    first = subprocess.Popen([sys.executable, "-m", "facelab", "merge", "-w", str(merge_ws), "-q"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    journal = merge_ws / "data_dst" / "merged" / JOURNAL
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and journal.stat().st_size):
+        time.sleep(0.05)
+    second = run_cli("merge", "-w", merge_ws, "-q", "--blur", "10")
+    video = run_cli("make-video", "-w", merge_ws)
+    running = first.poll() is None
+    assert first.wait(timeout=300) == 0, first.stderr.read()
+    assert running, "the first merge ended before the others started: the pair was not tested"
+    assert_clean_error(second, 1, "in use by `facelab merge`")
+    assert_clean_error(video, 1, "in use by `facelab merge`")
+    assert run_cli("make-video", "-w", merge_ws).returncode == 0  # once it is done
+
+
 def test_a_missing_dst_frame_is_reported_with_how_to_fill_it(merge_ws: Path):
     (merge_ws / "data_dst" / "00120.jpg").unlink()
     for face in (merge_ws / "data_dst" / "aligned").glob("00120_*.jpg"):

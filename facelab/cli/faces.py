@@ -11,7 +11,14 @@ from facelab.cli.common import workspace_from
 from facelab.errors import UsageError
 from facelab.faces.align import canonical_face_type, face_type_name
 from facelab.faces.extract import NO_FACE_LIST, OPTIONS, ExtractOptions, earlier_options, extract_faces
-from facelab.faces.faceset import load_faceset, move_to_trash, original_names, rename_in_order, restore_names
+from facelab.faces.faceset import (
+    editing,
+    load_faceset,
+    move_to_trash,
+    original_names,
+    rename_in_order,
+    restore_names,
+)
 from facelab.faces.identity import DEFAULT_THRESHOLD, face_descriptors, split_by_person
 from facelab.faces.sheet import write_sheets
 from facelab.faces.sort import METHODS as SORT_METHODS
@@ -174,6 +181,13 @@ def _report_broken(fs) -> None:
 def cmd_sort(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
     folder = ws.aligned_dir(args.side)
+    if args.dry_run:  # reads only
+        return _sort(args, folder)
+    with editing(folder, f"sort {args.side}"):
+        return _sort(args, folder)
+
+
+def _sort(args: argparse.Namespace, folder: Path) -> int:
     if args.restore_names:
         if args.dry_run:
             say(f"would restore {len(original_names(folder))} original names in {folder}")
@@ -218,7 +232,8 @@ def cmd_filter(args: argparse.Namespace) -> int:
         say(f"would keep {kept} faces of the person in {args.reference.name}, move {len(others)} to trash")
         return 0
     if others:
-        move_to_trash(fs, others)
+        with editing(fs.folder, f"filter {args.side}"):
+            move_to_trash(fs, others)
     say(f"kept {kept} faces of the person in {args.reference.name}; moved {len(others)} to {fs.trash_dir}")
     return 0
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facelab import progress
+from facelab import locks, progress
 from facelab.errors import FacelabError
 from facelab.faces import meta
 from facelab.faces.align import (
@@ -42,6 +42,7 @@ from facelab.faces.align import (
     warp_face,
 )
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS, Face, create_detector, landmark_model
+from facelab.faces.faceset import editing
 from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
@@ -302,6 +303,7 @@ def _remove_stale(aligned_dir: Path, frame: Path, faces: int, fmt: str) -> None:
 
 
 def _worker(segs, tasks, opts, aligned_dir, debug_dir, out_q) -> None:
+    locks.forget_in_child()
     try:
         while (k := tasks.get()) is not None:
             process_segment(segs[k], opts, aligned_dir, debug_dir, lambda *msg: out_q.put(("frame", *msg)))
@@ -320,6 +322,11 @@ def extract_faces(
     debug_dir: Path | None = None,
     overwrite: bool = False,
 ) -> ExtractSummary:
+    with editing(aligned_dir, f"extract-faces {aligned_dir.parent.name.removeprefix('data_')}"):
+        return _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite)
+
+
+def _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite) -> ExtractSummary:
     start = time.perf_counter()
     frames, ignored = list_frames(frames_dir)
     summary = ExtractSummary(frames=len(frames), ignored_files=ignored)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab import locks
 from facelab.errors import FacelabError
 from facelab.faces import meta
 from facelab.fsutil import fsync_dir, write_json_atomic
@@ -42,6 +43,12 @@ class Faceset:
     @property
     def trash_dir(self) -> Path:
         return self.folder.with_name(self.folder.name + "_trash")
+
+
+def editing(folder: Path, what: str):
+    """Hold the faceset for a step that changes it (extract, sort, filter, trash, restore names):
+    a second such step on the same folder is refused, naming the first (locks.hold)."""
+    return locks.hold(folder, what)
 
 
 def load_faceset(folder: Path) -> Faceset:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from facelab import locks
 from facelab.errors import FacelabError
 from facelab.media.probe import VideoInfo, probe_video, read_video_record
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
@@ -67,7 +68,15 @@ def _check_merged(ws: Workspace, merged: Path, dst_frames: int | None) -> None:
 
 
 def make_video(ws: Workspace, opts: VideoOptions) -> Path:
-    """Encode the result (and its mask video); returns the result's path."""
+    """Encode the result (and its mask video); returns the result's path. The merged frames are
+    held meanwhile, so a merge cannot change them half-way through the encode."""
+    if opts.from_dir is not None or not ws.merged_dir.is_dir():
+        return _encode(ws, opts)  # (no merged/: _encode says to merge first)
+    with locks.hold(ws.merged_dir, "make-video"):
+        return _encode(ws, opts)
+
+
+def _encode(ws: Workspace, opts: VideoOptions) -> Path:
     frames_dir = opts.from_dir or ws.merged_dir
     if not frames_dir.is_dir():
         hint = "run `facelab merge` first" if opts.from_dir is None else "check the path given to --from"

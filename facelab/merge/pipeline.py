@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import torch
 
-from facelab import progress
+from facelab import locks, progress
 from facelab.device import pick_device, pick_precision
 from facelab.errors import FacelabError
 from facelab.faces import masks
@@ -160,6 +160,11 @@ def merge(ws: Workspace, model: MergeModel, session: MergeSession, workers: int 
           only: tuple[int, int] | None = None, overwrite: bool = False) -> MergeSummary:  # fmt: skip
     """Merge every dst frame (or the range `only`), skipping frames done with the same settings.
     Frames another model made are replaced only with `overwrite`."""
+    with locks.hold(ws.merged_dir, "merge"):
+        return _merge(ws, model, session, workers, only, overwrite)
+
+
+def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
     start = time.perf_counter()
     plans = plan_frames(ws, model.face_type)
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir

@@ -11,7 +11,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from facelab.faces import meta as face_meta
 from facelab.faces.align import face_type_name
 from facelab.faces.extract import earlier_options
-from facelab.faces.faceset import trash_files
+from facelab.faces.faceset import editing, trash_files
 from facelab.media.images import DamagedImage, read_image
 from facelab.ui.common import ApiError, Body, Context, images, jpeg
 from facelab.workspace import SIDES
@@ -55,7 +55,8 @@ class FacesetPage:
         paths = list(dict.fromkeys(self.ctx.face_path(side, str(n)) for n in names))
         if not paths:
             raise ApiError("select faces first")
-        moved = trash_files(self.ctx.ws.aligned_dir(side), paths)
+        with editing(self.ctx.ws.aligned_dir(side), f"ui delete ({side})"):
+            moved = trash_files(self.ctx.ws.aligned_dir(side), paths)
         self.undo[side].append(moved)
         return JSONResponse({"moved": len(moved), "trash": str(moved[0][1].parent)})
 
@@ -64,10 +65,11 @@ class FacesetPage:
         if not self.undo[side]:
             raise ApiError("nothing to undo")
         restored = 0
-        for original, trashed in self.undo[side].pop():
-            if trashed.exists() and not original.exists():
-                trashed.replace(original)
-                restored += 1
+        with editing(self.ctx.ws.aligned_dir(side), f"ui undo ({side})"):
+            for original, trashed in self.undo[side].pop():
+                if trashed.exists() and not original.exists():
+                    trashed.replace(original)
+                    restored += 1
         return JSONResponse({"restored": restored})
 
     async def sort_faces(self, request: Request) -> JSONResponse:

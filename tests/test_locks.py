@@ -1,0 +1,68 @@
+"""Two steps on one workspace: a step that edits a faceset or the merged frames holds that folder,
+and a second one is refused with a message naming the first; a killed holder never leaves it stuck."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facelab.faces.extract import JOURNAL
+from facelab.locks import Busy, hold
+from tests.conftest import assert_clean_error, run_cli
+
+HOLDER = "import sys, time\nfrom facelab.locks import hold\nwith hold(sys.argv[1], sys.argv[2]):\n" \
+         "    print('held', flush=True)\n    time.sleep(600)\n"  # fmt: skip
+
+
+def _holding(folder: Path, what: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", HOLDER, str(folder), what]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_held_folder_is_refused_naming_its_holder_and_freed_when_the_holder_dies(tmp_path: Path):
+    folder = tmp_path / "aligned"
+    proc = _holding(folder, "sort src")
+    try:
+        with pytest.raises(Busy, match=rf"in use by `facelab sort src` \(process {proc.pid}, since"), \
+                hold(folder, "extract-faces src"):  # fmt: skip
+            pass
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with hold(folder, "extract-faces src"):  # the kernel dropped the dead holder's lock
+        pass
+
+
+def test_make_video_is_refused_while_a_merge_holds_the_frames(tmp_path: Path):
+    merged = tmp_path / "ws" / "data_dst" / "merged"
+    proc = _holding(merged, "merge")
+    try:
+        assert_clean_error(run_cli("make-video", "-w", tmp_path / "ws"), 1, "in use by `facelab merge`")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_sort_waits_for_an_extraction_of_the_same_faceset(tmp_path: Path, media: Path):
+    ws = tmp_path / "ws"
+    assert run_cli("extract-frames", "dst", "--input", media / "dst_1.mp4", "-w", ws, "-q").returncode == 0
+    cmd = [sys.executable, "-m", "facelab", "extract-faces", "dst", "-w", str(ws), "--yes", "-q"]
+    extraction = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    journal = ws / "data_dst" / "aligned" / JOURNAL
+    deadline = time.time() + 120
+    while time.time() < deadline and not (journal.exists() and '"frame"' in journal.read_text()):
+        time.sleep(0.05)
+    refused = run_cli("sort", "dst", "--by", "blur", "-w", ws, "--yes")
+    still_running = extraction.poll() is None
+    assert extraction.wait(timeout=300) == 0, extraction.stderr.read()
+    assert still_running, "the extraction ended before the sort: the pair was not tested"
+    assert_clean_error(refused, 1, "in use by `facelab extract-faces dst`", "run this again")
+    sorted_ = run_cli("sort", "dst", "--by", "blur", "-w", ws, "--yes")
+    assert sorted_.returncode == 0, sorted_.stderr
