@@ -52,17 +52,23 @@ def test_make_video_is_refused_while_a_merge_holds_the_frames(tmp_path: Path):
 
 def test_sort_waits_for_an_extraction_of_the_same_faceset(tmp_path: Path, media: Path):
     ws = tmp_path / "ws"
-    assert run_cli("extract-frames", "dst", "--input", media / "dst_1.mp4", "-w", ws, "-q").returncode == 0
-    cmd = [sys.executable, "-m", "facelab", "extract-faces", "dst", "-w", str(ws), "--yes", "-q"]
+    frames = run_cli("extract-frames", "src", "--input", media / "src_1.mp4", "-w", ws, "-q", "--yes")
+    assert frames.returncode == 0, frames.stderr
+    # One worker (no child processes), paused mid-run with SIGSTOP: the sort surely meets it.
+    cmd = [sys.executable, "-m", "facelab", "extract-faces", "src", "-w", str(ws), "--yes", "-q",
+           "--workers", "1"]  # fmt: skip
     extraction = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    journal = ws / "data_dst" / "aligned" / JOURNAL
+    journal = ws / "data_src" / "aligned" / JOURNAL
     deadline = time.time() + 120
     while time.time() < deadline and not (journal.exists() and '"frame"' in journal.read_text()):
-        time.sleep(0.05)
-    refused = run_cli("sort", "dst", "--by", "blur", "-w", ws, "--yes")
-    still_running = extraction.poll() is None
+        time.sleep(0.01)
+    extraction.send_signal(signal.SIGSTOP)
+    try:
+        assert extraction.poll() is None, "the extraction ended before it could be paused"
+        refused = run_cli("sort", "src", "--by", "blur", "-w", ws, "--yes")
+    finally:
+        extraction.send_signal(signal.SIGCONT)
     assert extraction.wait(timeout=300) == 0, extraction.stderr.read()
-    assert still_running, "the extraction ended before the sort: the pair was not tested"
-    assert_clean_error(refused, 1, "in use by `facelab extract-faces dst`", "run this again")
-    sorted_ = run_cli("sort", "dst", "--by", "blur", "-w", ws, "--yes")
+    assert_clean_error(refused, 1, "in use by `facelab extract-faces src`", "run this again")
+    sorted_ = run_cli("sort", "src", "--by", "blur", "-w", ws, "--yes")
     assert sorted_.returncode == 0, sorted_.stderr

@@ -104,6 +104,7 @@ def test_merging_with_another_model_never_replaces_frames_silently(merge_ws: Pat
 
 
 def test_a_second_merge_is_refused_while_one_runs(merge_ws: Path):
+    import signal
     import subprocess
     import sys
     import time
@@ -115,12 +116,15 @@ def test_a_second_merge_is_refused_while_one_runs(merge_ws: Path):
     journal = merge_ws / "data_dst" / "merged" / JOURNAL
     deadline = time.time() + 120
     while time.time() < deadline and not (journal.exists() and journal.stat().st_size):
-        time.sleep(0.05)
-    second = run_cli("merge", "-w", merge_ws, "-q", "--blur", "10")
-    video = run_cli("make-video", "-w", merge_ws)
-    running = first.poll() is None
+        time.sleep(0.01)
+    first.send_signal(signal.SIGSTOP)  # paused while it holds the frames: the others surely meet it
+    try:
+        assert first.poll() is None, "the first merge ended before it could be paused"
+        second = run_cli("merge", "-w", merge_ws, "-q", "--blur", "10")
+        video = run_cli("make-video", "-w", merge_ws)
+    finally:
+        first.send_signal(signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.stderr.read()
-    assert running, "the first merge ended before the others started: the pair was not tested"
     assert_clean_error(second, 1, "in use by `facelab merge`")
     assert_clean_error(video, 1, "in use by `facelab merge`")
     assert run_cli("make-video", "-w", merge_ws).returncode == 0  # once it is done
