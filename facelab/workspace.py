@@ -73,6 +73,8 @@ class Workspace:
             raise FacelabError(f"{self.root} is a file, not a folder: choose another --workspace")
         created = []
         for folder in self.layout():
+            if folder.exists() and not folder.is_dir():
+                raise FacelabError(f"{folder} is a file, but the workspace needs a folder there: move it")
             if not folder.is_dir():
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,10 @@ class Workspace:
         """The single `data_<side>.*` video in the workspace."""
         stem = f"data_{side}"
         candidates = sorted(p for p in self.root.glob(f"{stem}.*") if p.is_file())
+        folders = sorted(p for p in self.root.glob(f"{stem}.*") if p.is_dir())
+        if not candidates and folders:
+            raise FacelabError(f"{folders[0]} is a folder, not a video: put the {side} video there as a file "
+                               "(or pass --input PATH)")  # fmt: skip
         if not candidates:
             raise FacelabError(
                 f"no {side} video: put {stem}.mp4 (any video extension) in {self.root} or pass --input PATH"

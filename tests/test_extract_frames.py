@@ -161,3 +161,16 @@ def test_workspace_video_by_stem(tmp_path: Path, clip: Path):
     assert run_cli("extract-frames", "src", "-w", ws).returncode == 0
     shutil.copy(clip, ws / "data_src.mp4")
     assert_clean_error(run_cli("extract-frames", "src", "-w", ws, "--overwrite"), 1, "several")
+
+
+def test_a_file_or_folder_where_the_other_belongs_is_named(tmp_path: Path, clip: Path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "data_src.mp4").mkdir()  # a folder where the video belongs
+    assert_clean_error(run_cli("extract-frames", "src", "-w", ws), 1, "data_src.mp4 is a folder, not a video")
+    (ws / "data_src.mp4").rmdir()
+    shutil.copy(clip, ws / "data_src.mp4")
+    (ws / "data_src").write_text("a file where the frames folder belongs")
+    assert_clean_error(run_cli("extract-frames", "src", "-w", ws), 1, "data_src is a file", "move it away")
+    assert (ws / "data_src").read_text() == "a file where the frames folder belongs"
+    assert_clean_error(run_cli("workspace", "init", ws), 1, "data_src is a file", "move it")

@@ -61,6 +61,8 @@ def extract_frames(
             f"{out_dir} already holds {len(existing)} frames: pass --overwrite to replace them "
             "(other files and subfolders such as aligned/ are kept)"
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FacelabError(f"{out_dir} is a file, but the frames go into a folder of that name: move it away")
     try:
         ensure_writable_dir(out_dir)
     except OSError as exc:
