@@ -170,13 +170,13 @@ def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
-    other = merged_by_other(merged_dir, model.name)
+    done, made_by = read_journal(merged_dir)
+    other = merged_by_other(merged_dir, model.name, made_by)
     if other and not overwrite:
         raise FacelabError(
             f"{merged_dir} holds frames merged with {other}: merging with {model.name} would replace them. "
             "Pass --overwrite to replace them, or move the folder away first"
         )
-    done = read_journal(merged_dir)
     summary = MergeSummary(frames=len(plans), missing=missing_frames(ws, plans))
     todo = []
     for plan in plans:

@@ -98,19 +98,20 @@ def _records(merged_dir: Path) -> list[dict]:
     return out
 
 
-def read_journal(merged_dir: Path) -> dict[str, str]:
-    """{frame name: settings hash} of the frames merged so far."""
-    return {rec["frame"]: rec["hash"] for rec in _records(merged_dir)}
+def read_journal(merged_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """({frame name: settings hash}, {frame name: model folder}) of the frames merged so far, from
+    one read of the journal; lines written before the journal named the model have no model."""
+    records = _records(merged_dir)
+    models = {rec["frame"]: rec["model"] for rec in records if isinstance(rec.get("model"), str)}
+    return {rec["frame"]: rec["hash"] for rec in records}, models
 
 
-def merged_by_other(merged_dir: Path, model_folder: str) -> str | None:
+def merged_by_other(merged_dir: Path, model_folder: str, models: dict[str, str] | None = None) -> str | None:
     """The model folder that made frames still in `merged_dir`, when it is not `model_folder`
     (those frames may hold hours of per-frame tuning), else None. Frames recorded before the
-    journal named its model are taken as the current model's."""
-    latest: dict[str, str] = {}
-    for rec in _records(merged_dir):
-        if isinstance(rec.get("model"), str):
-            latest[rec["frame"]] = rec["model"]
+    journal named its model are taken as the current model's. `models`: read_journal's, if read."""
+    latest = models if models is not None else read_journal(merged_dir)[1]
     others = {m for frame, m in latest.items()
               if m != model_folder and (merged_dir / f"{frame}.png").exists()}  # fmt: skip
     return ", ".join(sorted(others)) or None
+

@@ -67,8 +67,7 @@ def load_samples(
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // 64 + 1))
     images = np.empty((len(jobs), res, res, 3), np.uint8)
     mask_arr = np.empty((len(jobs), 2, res, res), np.uint8)
-    damaged, keep = [], []
-    kept = 0
+    damaged, keep = [], []  # error lines; indices (into fs.faces) of the faces loaded
     pool = clean_pool(workers) if workers > 1 else contextlib.nullcontext()
     with pool, progress.bar(len(jobs), f"loading {folder.parent.name}/{folder.name}", unit="face") as pbar:
         results = pool.map(_load_one, jobs, chunksize=32) if workers > 1 else map(_load_one, jobs)
@@ -77,9 +76,9 @@ def load_samples(
             if isinstance(result, str):
                 damaged.append(result)
                 continue
-            images[kept], mask_arr[kept] = result
+            images[len(keep)], mask_arr[len(keep)] = result
             keep.append(len(keep) + len(damaged))
-            kept += 1
+    kept = len(keep)
     if not kept:
         raise FacelabError(f"every face in {folder} is damaged (e.g. {damaged[0]})")
     if damaged:

@@ -82,9 +82,9 @@ class MergePage:
             plan = find_plan(plans, frame)
         except FacelabError as exc:
             raise ApiError(str(exc), 404) from None
-        self.ctx.inside(plan.path)
+        frame_path = self.ctx.inside(plan.path)  # rendered or sent whole: either way it is read
         if q.get("original") == "1":
-            return FileResponse(self.ctx.inside(plan.path), headers={"Cache-Control": "no-store"})
+            return FileResponse(frame_path, headers={"Cache-Control": "no-store"})
         if q.get("settings"):
             settings = self._settings(q.get("settings"))
         else:
