@@ -26,6 +26,7 @@ workflow (one workspace folder, as in DeepFaceLab):
   4. facelab extract-faces dst       aligned dst faces + debug images -> data_dst/aligned_debug/
   5. facelab train --model quick96   train model/<name>_Quick96/ (rerun to resume)
      facelab models list|rename|delete|restore
+     facelab import-dfl DIR             bring a DeepFaceLab model across (export-dfl goes back)
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
   all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
@@ -41,7 +42,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import faces, merge, misc, run, train, ui, video
+    from facelab.cli import dfl, faces, merge, misc, run, train, ui, video
 
     parser = Parser(
         prog="facelab",
@@ -62,6 +63,7 @@ def build_parser() -> Parser:
     faces.register_faceset_tools(sub, common)
     train.register_train(sub, common)
     train.register_models(sub, common)
+    dfl.register(sub, common)
     merge.register(sub, common)
     video.register_make_video(sub, common)
     run.register(sub, common)

@@ -12,6 +12,7 @@ from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
 from facelab.models.folder import (
     BACKUPS,
+    CONFIG,
     STATE,
     CheckpointError,
     ModelFolder,
@@ -33,7 +34,8 @@ def register_train(sub, common) -> None:
         "On a terminal: s saves, b backs up, p refreshes the preview, Enter saves and exits; "
         "Ctrl-C or SIGTERM also save before exiting.",
     )
-    p.add_argument("--model", required=True, choices=sorted(RECIPES), type=str.lower, help="model kind")
+    p.add_argument("--model", choices=sorted(RECIPES), type=str.lower,
+                   help="model kind (needed for a new model; an existing --name knows its own)")  # fmt: skip
     p.add_argument(
         "--name", help="model name (default: ask on a terminal, else the latest model of this kind)"
     )
@@ -91,6 +93,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from facelab.train.trainer import OPTIONS, TrainOptions, train
 
     ws = workspace_from(args)
+    if args.model is None:
+        if not args.name:
+            raise UsageError(f"--model is needed for a new model ({', '.join(sorted(RECIPES))}), "
+                             "or --name of an existing one")  # fmt: skip
+        args.model = find_model(ws.model_dir, args.name).read_json(CONFIG).get("model")
+        if args.model not in RECIPES:
+            raise UsageError(f"{args.name}: not a model facelab trains (add --model)")
     recipe = RECIPES[args.model]
     if args.opt == ["help"]:
         return _list_options(args.model)
@@ -159,7 +168,7 @@ def register_models(sub, common) -> None:
     p = sub.add_parser("models", parents=[common], help="list, rename, delete or restore trained models")
     msub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = msub.add_parser(
-        "list", parents=[common], help="name, kind, iteration, resolution, face type, last save"
+        "list", parents=[common], help="name, kind, iteration, resolution, face type, last save, origin"
     )
     ls.set_defaults(handler=cmd_models_list)
     for action, helptext in (("rename", "rename a model"), ("delete", "move a model to model/_trash/"),
@@ -183,7 +192,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     if not rows:
         say(f"no models in {ws.model_dir} yet: `facelab train --model quick96` makes one")
         return 0
-    cols = ("name", "kind", "iteration", "resolution", "face_type", "saved")
+    cols = ("name", "kind", "iteration", "resolution", "face_type", "saved", "origin")
     table = [[str(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     say("  ".join(c.replace("_", " ").ljust(w) for c, w in zip(cols, widths, strict=True)))

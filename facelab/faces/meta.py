@@ -9,9 +9,7 @@ faceset from a stranger can never run code.
 
 from __future__ import annotations
 
-import io
 import json
-import pickle
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.dfl import pickles
 from facelab.faces.align import canonical_face_type
 
 FORMAT_VERSION = 1
@@ -217,35 +216,11 @@ def _from_payload(payload: bytes) -> FaceMeta:
 
 # ------------------------------------------------------------------------------ DeepFaceLab files
 
-# Everything a DeepFaceLab pickle legitimately needs: numpy arrays and their dtypes.
-_SAFE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Builds plain containers, numbers, strings and numpy arrays; refuses anything else."""
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise MetadataError(f"refused to load {module}.{name} from a pickle: only numpy arrays are allowed")
-
-
 def restricted_loads(data: bytes):
     try:
-        return RestrictedUnpickler(io.BytesIO(data)).load()
-    except MetadataError:
-        raise
-    except Exception as exc:
-        raise MetadataError(f"damaged DeepFaceLab metadata ({type(exc).__name__}: {exc})") from exc
+        return pickles.loads(data)
+    except pickles.PickleError as exc:
+        raise MetadataError(f"DeepFaceLab metadata: {exc}") from exc
 
 
 def from_dfl_dict(d, size: int) -> FaceMeta:

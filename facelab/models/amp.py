@@ -10,6 +10,7 @@ channels from inter_src: 1 gives the src identity, 0 reconstructs dst.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,8 +51,9 @@ class AMPNet(nn.Module):
         return self.encoder_dense(self.encoder(x))
 
     def morph_mask(self, batch: int, morph: float, device) -> torch.Tensor:
-        """(B, C, 1, 1): 1 for the first int(C * morph) channels (taken from inter_src)."""
-        k = int(self.inter_dims * morph)
+        """(B, C, 1, 1): 1 for the first int(C * morph) channels (taken from inter_src), the product
+        taken in float32 and truncated, as the reference's graph does."""
+        k = int(np.float32(self.inter_dims) * np.float32(morph))
         mask = torch.zeros(batch, self.inter_dims, 1, 1, device=device)
         mask[:, :k] = 1
         return mask

@@ -9,6 +9,9 @@ from torch import nn
 
 from facelab.models.blocks import glorot_
 
+# Their weights are saved beside the network's under these prefixes (models/folder.AUX_PREFIXES).
+GAN, CODE = "gan.", "code_d."
+
 
 def _receptive_field(layers: list[tuple[int, int]]) -> int:
     rf, stride = 0, 1
@@ -46,9 +49,11 @@ class UNetPatchDiscriminator(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(chs[i], chs[i + 1], k, s, padding=1) for i, (k, s) in enumerate(layers)
         )
+        # TensorFlow's SAME transposed conv: unpadded, then cut to the skip's size in forward()
+        # (PyTorch's padding=1 would shift every stride-2 level by a pixel against the reference).
         self.upconvs = nn.ModuleList(
-            nn.ConvTranspose2d(chs[i + 1] * (1 if i == len(layers) - 1 else 2), chs[i], k, s, padding=1,
-                               output_padding=s - 1)
+            nn.ConvTranspose2d(chs[i + 1] * (1 if i == len(layers) - 1 else 2), chs[i], k, s,
+                               padding=1 if s == 1 else 0)
             for i, (k, s) in enumerate(layers)
         )  # fmt: skip
         self.center_conv = nn.Conv2d(chs[-1], chs[-1], 1)
@@ -79,7 +84,7 @@ class CodeDiscriminator(nn.Module):
         for i in range(1 + code_res // 8):
             cur = ch * min(2**i, 8)
             k = 4 if i == 0 else 3
-            convs.append(nn.Conv2d(prev, cur, k, 2, padding=k // 2))
+            convs.append(nn.Conv2d(prev, cur, k, 2, padding=(k - 1) // 2))  # the reference's symmetric pad
             prev = cur
         self.convs = nn.ModuleList(convs)
         self.out = nn.Linear(prev, 1)
@@ -90,3 +95,20 @@ class CodeDiscriminator(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), 0.1)
         return self.out(x.mean(dim=(2, 3)))
+
+
+def for_options(model: nn.Module, options: dict) -> dict[str, nn.Module]:
+    """The discriminators a model's options (gan_power, gan_patch_size, gan_dims, true_face_power)
+    ask for, keyed by the prefix their weights are saved under: the GAN (gan_power > 0) and, for
+    DF, the true-face code discriminator."""
+    res = model.config["resolution"]
+    nets: dict[str, nn.Module] = {}
+    if options.get("gan_power"):
+        patch = options.get("gan_patch_size") or res // 8
+        nets[GAN] = UNetPatchDiscriminator(patch, 3, options.get("gan_dims", 16))
+    if options.get("true_face_power") and getattr(model, "kind", None) == "df":
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            probe = model.inter(model.encoder(torch.zeros(1, 3, res, res, device=device)))
+        nets[CODE] = CodeDiscriminator(probe.shape[1], probe.shape[2])
+    return nets

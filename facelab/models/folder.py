@@ -33,6 +33,7 @@ from torch import nn
 
 from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import default_mode, fsync_dir
+from facelab.models.discriminators import CODE, GAN
 from facelab.models.registry import create_model
 
 CONFIG, WEIGHTS, OPTIMIZER, STATE, SUMMARY, PREVIEW = (
@@ -45,7 +46,7 @@ SESSION = "merge_session.json"  # the merge settings chosen with this model
 HISTORY = "history"  # preview images every 10 iterations (write_preview_history)
 # Weights saved beside the network's under these prefixes belong to training's discriminators
 # (GAN, true face): a network loaded for merge or export leaves them out.
-AUX_PREFIXES = ("gan.", "code_d.")
+AUX_PREFIXES = (GAN, CODE)
 STAGING, COMMIT, LOCK = ".saving", ".commit", ".lock"
 BACKUPS, MAX_BACKUPS = "_autobackups", 24
 REPLACED = "replaced"  # _autobackups/replaced-<time>-<iteration>: what a restore replaced

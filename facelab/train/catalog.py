@@ -26,7 +26,7 @@ def check_name(name: str) -> str:
 def describe(folder: ModelFolder) -> dict:
     """One row for `facelab models list`; unreadable models are listed with the reason."""
     row = {"name": folder.name, "kind": folder.class_name, "iteration": "?", "resolution": "?",
-           "face_type": "?", "saved": "?", "problem": ""}  # fmt: skip
+           "face_type": "?", "saved": "?", "origin": "?", "problem": ""}  # fmt: skip
     try:
         config, state = folder.read_json(CONFIG), folder.read_json(STATE)
         row |= {
@@ -34,10 +34,18 @@ def describe(folder: ModelFolder) -> dict:
             "resolution": config.get("architecture", {}).get("resolution", "?"),
             "face_type": config.get("face_type", "?"),
             "saved": state.get("saved_at", "?").replace("T", " "),
+            "origin": _origin(config),
         }
     except CheckpointError as exc:
         row["problem"] = str(exc)
     return row
+
+
+def _origin(config: dict) -> str:
+    imported = config.get("imported")
+    if isinstance(imported, dict):
+        return f"imported from DeepFaceLab at {imported.get('iteration', '?')}"
+    return "facelab"
 
 
 def _check_idle(folder: ModelFolder) -> None:

@@ -10,13 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from facelab.models.discriminators import CodeDiscriminator, UNetPatchDiscriminator
-from facelab.models.folder import AUX_PREFIXES
+from facelab.models import discriminators
+from facelab.models.discriminators import CODE, GAN
 from facelab.train.distributed import average_gradients
 from facelab.train.losses import dssim, gaussian_blur, mse, soft_face_mask
 from facelab.train.optim import OPTIMIZERS
-
-GAN, CODE = AUX_PREFIXES
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -44,15 +42,10 @@ class ExtraLosses:
     def __init__(self, recipe, model, seed: int, device: torch.device):
         self.recipe = recipe
         self.res = model.config["resolution"]
-        self.nets: dict[str, torch.nn.Module] = {}
         self.optimizers = {}
-        if recipe.gan_power:
-            patch = recipe.gan_patch_size or self.res // 8
-            self.nets[GAN] = UNetPatchDiscriminator(patch, 3, recipe.gan_dims).to(device)
-        if recipe.true_face_power and model.kind == "df":
-            with torch.no_grad():
-                probe = model.inter(model.encoder(torch.zeros(1, 3, self.res, self.res, device=device)))
-            self.nets[CODE] = CodeDiscriminator(probe.shape[1], probe.shape[2]).to(device)
+        settings = ("gan_power", "gan_patch_size", "gan_dims", "true_face_power")
+        nets = discriminators.for_options(model, {k: getattr(recipe, k) for k in settings})
+        self.nets = {prefix: net.to(device) for prefix, net in nets.items()}
         for prefix, net in self.nets.items():
             opt = OPTIMIZERS[recipe.optimizer]
             self.optimizers[prefix] = opt(list(net.named_parameters()), lr=recipe.lr, seed=seed)

@@ -106,4 +106,9 @@ def summary(run: TrainingRun) -> str:
     ]
     if run.reused_from:
         lines.append(f"reused from:    {run.reused_from}")
+    imported = run.config.get("imported")
+    if imported:
+        lines += [f"imported from:  DeepFaceLab {imported['class']} at iteration {imported['iteration']} "
+                  f"({imported['source']})",
+                  f"not imported:   {', '.join(imported['not_imported']) or 'nothing'}"]  # fmt: skip
     return "\n".join(lines) + "\n"

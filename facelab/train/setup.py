@@ -160,17 +160,7 @@ def _create(run: TrainingRun) -> None:
         load_weights(run.model, other, ckpt.weights)
         run.opt.load_state_tensors(network_weights(ckpt.optimizer))
         run.extra_losses.load(ckpt.weights, ckpt.optimizer)
-    run.config = {
-        "model": run.recipe.model,
-        "class": run.recipe.class_name,
-        "face_type": run.recipe.face_type,
-        "architecture": run.model.config,
-        "training": run.recipe.to_json(),
-        "options": run.model_options,
-        "created": datetime.now().isoformat(timespec="seconds"),
-        "facelab": __version__,
-        "torch": torch.__version__,
-    }
+    run.config = new_config(run.recipe, run.model.config, run.model_options)
     run.iteration, run.elapsed = 0, 0.0
     run.batch = run.recipe.batch
     run.drawn = {s: 0 for s in SIDES}  # samples drawn so far per side (all ranks together)
@@ -178,6 +168,30 @@ def _create(run: TrainingRun) -> None:
     run.history = LossHistory(2)
     run.preview_faces = {}
     run.reused_from = reused
+
+
+def new_config(recipe: Recipe, architecture: dict, options: dict) -> dict:
+    """config.json of a new model (`recipe` already made from `options`)."""
+    return {
+        "model": recipe.model,
+        "class": recipe.class_name,
+        "face_type": recipe.face_type,
+        "architecture": architecture,
+        "training": recipe.to_json(),
+        "options": options,
+        "created": datetime.now().isoformat(timespec="seconds"),
+        "facelab": __version__,
+        "torch": torch.__version__,
+    }
+
+
+def new_state(batch: int, iteration: int = 0, history: LossHistory | None = None) -> dict:
+    """state.json of a model that no facelab run has trained yet (an imported one): what `_resume`
+    reads, with a fresh seed."""
+    return {"iteration": iteration, "elapsed_s": 0.0, "seed": secrets.randbits(62), "batch": batch,
+            "drawn": {s: 0 for s in SIDES}, "last_batch": None,
+            "history": (history or LossHistory(2)).to_json(), "preview_faces": {}, "reused_from": None,
+            "saved_at": datetime.now().isoformat(timespec="seconds")}  # fmt: skip
 
 
 def _resume(run: TrainingRun) -> None:
@@ -189,7 +203,9 @@ def _resume(run: TrainingRun) -> None:
     _build(run, run.config)
     load_weights(run.model, run.folder, ckpt.weights)
     saved_optimizer = run.config.get("training", {}).get("optimizer", "rmsprop")
-    if saved_optimizer == run.recipe.optimizer:
+    if not network_weights(ckpt.optimizer):  # an imported model without DeepFaceLab's optimiser file
+        progress.say("the checkpoint has no optimiser state: it starts fresh")
+    elif saved_optimizer == run.recipe.optimizer:
         try:
             run.opt.load_state_tensors(network_weights(ckpt.optimizer))
         except ValueError as exc:
