@@ -8,7 +8,8 @@ from pathlib import Path
 from facelab import prompts
 from facelab.cli.argtypes import int_in
 from facelab.cli.common import workspace_from
-from facelab.errors import UsageError
+from facelab.dfl.faceset import convert_faceset
+from facelab.errors import FacelabError, UsageError
 from facelab.faces.align import canonical_face_type, face_type_name
 from facelab.faces.extract import NO_FACE_LIST, OPTIONS, ExtractOptions, earlier_options, extract_faces
 from facelab.faces.faceset import (
@@ -155,7 +156,8 @@ def register_faceset_tools(sub, common) -> None:
     p.add_argument("--dry-run", action="store_true", help="print what would happen, change nothing")
     p.set_defaults(handler=cmd_filter)
 
-    p = sub.add_parser("faceset", parents=[common], help="faceset tools: `faceset sheet src|dst`")
+    p = sub.add_parser("faceset", parents=[common],
+                       help="faceset tools: `faceset sheet|convert-dfl src|dst`")  # fmt: skip
     fsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     sheet = fsub.add_parser(
         "sheet",
@@ -170,6 +172,18 @@ def register_faceset_tools(sub, common) -> None:
         "--per-sheet", type=int_in(1, 5000), default=200, help="faces per sheet (default: 200)"
     )
     sheet.set_defaults(handler=cmd_sheet)
+    convert = fsub.add_parser(
+        "convert-dfl",
+        parents=[common],
+        help="rewrite DeepFaceLab aligned faces with facelab's metadata (labels and masks kept)",
+        description="Move each DeepFaceLab aligned face's metadata (landmarks, XSeg polygons, applied XSeg "
+        "mask) from its pickle into facelab's JSON, leaving the image data untouched. Originals go to "
+        "aligned_dfl_backup/ first; a rerun continues where a killed one stopped.",
+    )
+    convert.add_argument("side", choices=SIDES)
+    convert.add_argument("--dir", type=Path, help="convert this folder instead of data_<side>/aligned/")
+    convert.add_argument("--no-backup", action="store_true", help="do not keep the originals")
+    convert.set_defaults(handler=cmd_convert_dfl)
 
 
 def _report_broken(fs) -> None:
@@ -244,4 +258,19 @@ def cmd_sheet(args: argparse.Namespace) -> int:
     _report_broken(fs)
     paths = write_sheets(fs, ws.frames_dir(args.side), args.columns, args.thumb, args.per_sheet)
     say(f"{len(fs.faces)} faces on {len(paths)} sheets: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_convert_dfl(args: argparse.Namespace) -> int:
+    folder = args.dir or workspace_from(args).aligned_dir(args.side)
+    if not folder.is_dir():
+        raise FacelabError(f"{folder} does not exist: point --dir at DeepFaceLab's aligned folder")
+    done = convert_faceset(folder, backup=not args.no_backup)
+    for name, why in done.damaged:
+        say(f"  skipped {name}: {why}")
+    say(f"converted {done.converted} faces in {folder} ({done.labelled} with XSeg labels, {done.masked} with "
+        f"an applied XSeg mask); {done.already} already facelab's"
+        + (f"; {len(done.damaged)} with damaged metadata left as they were" if done.damaged else "")
+        + (f"; {len(done.no_metadata)} without face metadata" if done.no_metadata else "")
+        + (f"; originals in {done.backup}" if done.backup and done.converted else ""))  # fmt: skip
     return 0

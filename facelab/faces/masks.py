@@ -1,4 +1,5 @@
-"""Face masks drawn from the 68 landmarks: the hull used for masked training and merging.
+"""Face masks: the hull drawn from the 68 landmarks (masked training and merging), and the XSeg
+ones: label polygons rendered as the reference does, and decoded applied masks.
 
 The hull follows the reference tool's shape: the union of convex hulls of the jaw halves,
 cheeks, nose ridge and eye regions, with the eyebrows pushed up by half their distance to
@@ -54,3 +55,25 @@ def eyes_mouth_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     mask = _fill_hulls(np.asarray(landmarks, np.float64), (range(36, 42), range(42, 48), range(48, 60)), size)
     k = max(1, size // 32)
     return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1)))
+
+
+def label_mask(polygons, size: int) -> np.ndarray:
+    """XSeg label polygons rendered as the reference does: every include polygon first, then every
+    exclude one (each group in stored order), filled by cv2.fillPoly on the points truncated to
+    integers; points outside the image are clipped by the fill. uint8 0/1, (size, size)."""
+    mask = np.zeros((size, size), np.uint8)
+    for wanted in (True, False):
+        for p in polygons:
+            if p.include == wanted and len(p.points) >= 3:
+                cv2.fillPoly(mask, [p.points.astype(np.int32)], 1 if wanted else 0)
+    return mask
+
+
+def decode_xseg_mask(data: bytes) -> np.ndarray | None:
+    """An applied XSeg mask (encoded PNG or JPEG) as uint8 (H, W) 0..255; None when damaged."""
+    if not data:
+        return None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None or image.ndim not in (2, 3) or image.shape[0] != image.shape[1]:
+        return None
+    return image if image.ndim == 2 else image[..., 0]

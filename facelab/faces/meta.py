@@ -9,6 +9,8 @@ faceset from a stranger can never run code.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import struct
 import zlib
@@ -33,6 +35,31 @@ class MetadataError(ValueError):
 
 
 @dataclass
+class Polygon:
+    """An XSeg label: include or exclude, points in aligned-image pixels (float32-exact, as the
+    reference stores them)."""
+
+    include: bool
+    points: np.ndarray  # (N, 2) float64
+
+    def to_json(self) -> dict:
+        return {"type": "include" if self.include else "exclude", "points": self.points.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Polygon:
+        if d.get("type") not in ("include", "exclude"):
+            raise ValueError(f"polygon type must be include or exclude, not {d.get('type')!r}")
+        return cls(d["type"] == "include", _polygon_points(d["points"]))
+
+
+def _polygon_points(v) -> np.ndarray:
+    a = np.asarray(v, np.float32).astype(np.float64)
+    if a.ndim != 2 or a.shape[1] != 2 or not np.isfinite(a).all():
+        raise ValueError(f"polygon points must be N x 2 finite numbers, got shape {a.shape}")
+    return a
+
+
+@dataclass
 class FaceMeta:
     face_type: str
     size: int
@@ -42,9 +69,16 @@ class FaceMeta:
     source_landmarks: np.ndarray  # 68x2, frame pixels
     image_to_face_mat: np.ndarray  # 2x3, frame -> aligned image
     extra: dict = field(default_factory=dict)  # detector, source size, DFL fields we keep
+    polygons: list[Polygon] = field(default_factory=list)  # XSeg labels, in the order stored
+    xseg_mask: bytes | None = None  # an applied XSeg mask: an encoded PNG or JPEG image
 
     def to_json(self) -> dict:
-        return {
+        labels = {}
+        if self.polygons:
+            labels["polygons"] = [p.to_json() for p in self.polygons]
+        if self.xseg_mask is not None:
+            labels["xseg_mask"] = base64.b64encode(self.xseg_mask).decode()
+        return labels | {
             "format": "facelab-aligned",
             "version": FORMAT_VERSION,
             "face_type": self.face_type,
@@ -69,8 +103,10 @@ class FaceMeta:
                 source_landmarks=_points(d["source_landmarks"]),
                 image_to_face_mat=_mat(d["image_to_face_mat"]),
                 extra=dict(d.get("extra") or {}),
+                polygons=[Polygon.from_json(p) for p in d.get("polygons") or []],
+                xseg_mask=base64.b64decode(d["xseg_mask"], validate=True) if d.get("xseg_mask") else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
             raise MetadataError(f"incomplete face metadata ({exc})") from exc
 
 
@@ -92,7 +128,8 @@ def _mat(v) -> np.ndarray:
 
 
 def embed(image_bytes: bytes, meta: FaceMeta) -> bytes:
-    """Return the encoded JPEG or PNG with `meta` embedded."""
+    """Return the encoded JPEG or PNG with `meta` embedded (replacing any earlier metadata, a
+    DeepFaceLab APP15 pickle included); the image data itself is untouched."""
     payload = json.dumps(meta.to_json(), separators=(",", ":")).encode()
     if image_bytes[:2] == b"\xff\xd8":
         return _jpeg_insert(image_bytes, payload)
@@ -128,8 +165,8 @@ def _jpeg_insert(data: bytes, payload: bytes) -> bytes:
     for marker, start, end in _jpeg_segments(data):
         header_end = end
         seg = data[start:end]
-        if marker == _JPEG_APP and seg[4:].startswith(_JPEG_TAG):
-            continue
+        if marker == _JPEG_APP and seg[4:].startswith(_JPEG_TAG) or marker == _DFL_APP:
+            continue  # ours is replaced; DeepFaceLab's pickle is superseded by it
         kept.append(seg)
         if 0xE0 <= marker <= 0xEF:
             insert_at = len(kept)
@@ -174,9 +211,34 @@ def read(path: Path) -> FaceMeta:
     try:
         with open(path, "rb") as f:
             head = f.read(256 * 1024)
+            if len(head) == 256 * 1024 and not _header_complete(head):
+                head += f.read()
     except OSError as exc:
         raise MetadataError(f"cannot read ({exc.strerror})") from exc
     return parse(head)
+
+
+def _header_complete(data: bytes) -> bool:
+    """Whether `data` holds every metadata segment: a JPEG's header up to its scan (a PNG keeps
+    ours at the end, so never)."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    ends = [end for _, _, end in _jpeg_segments(data)]
+    end = ends[-1] if ends else 2
+    return end + 4 <= len(data) and data[end : end + 2] == b"\xff\xda"
+
+
+def written_by(data: bytes) -> str | None:
+    """"facelab" or "deepfacelab": whose metadata an aligned JPEG carries (None: neither)."""
+    if data[:2] != b"\xff\xd8":
+        return "facelab" if data[:8] == b"\x89PNG\r\n\x1a\n" and _PNG_KEY + b"\x00" in data else None
+    found = None
+    for marker, start, end in _jpeg_segments(data):
+        if marker == _JPEG_APP and data[start + 4 : end].startswith(_JPEG_TAG):
+            return "facelab"
+        if marker == _DFL_APP:
+            found = "deepfacelab"
+    return found
 
 
 def parse(data: bytes) -> FaceMeta:
@@ -242,6 +304,33 @@ def from_dfl_dict(d, size: int) -> FaceMeta:
             source_landmarks=_points(d["source_landmarks"]),
             image_to_face_mat=mat,
             extra=extra,
+            polygons=_dfl_polygons(d.get("seg_ie_polys")),
+            xseg_mask=_dfl_mask(d.get("xseg_mask")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MetadataError(f"incomplete DeepFaceLab metadata ({exc})") from exc
+
+
+def _dfl_polygons(v) -> list[Polygon]:
+    """DFL's `seg_ie_polys`: {'polys': [{'type': 1|0, 'pts': (N, 2)}]}, or the older list of
+    (type, pts) pairs. Type 1 is include, 0 exclude; the stored order is kept."""
+    if v is None:
+        return []
+    polys = v.get("polys", []) if isinstance(v, dict) else v
+    out = []
+    for p in polys:
+        kind, pts = (p["type"], p["pts"]) if isinstance(p, dict) else p
+        if int(kind) not in (0, 1):
+            raise ValueError(f"seg_ie_polys type {kind!r} is neither include (1) nor exclude (0)")
+        out.append(Polygon(int(kind) == 1, _polygon_points(pts)))
+    return out
+
+
+def _dfl_mask(v) -> bytes | None:
+    """DFL's `xseg_mask`: a uint8 array holding an encoded PNG or JPEG (1-D, or (N, 1))."""
+    if v is None:
+        return None
+    a = np.asarray(v)
+    if a.dtype != np.uint8:
+        raise ValueError(f"xseg_mask must be encoded image bytes (uint8), not {a.dtype}")
+    return a.tobytes()
