@@ -11,7 +11,9 @@ written until every tensor has been read and checked, so a bad file leaves nothi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,11 @@ from torch import nn
 
 from facelab.dfl import names, pickles
 from facelab.errors import FacelabError
+from facelab.fsutil import write_bytes_atomic
 from facelab.models import discriminators
 from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.discriminators import CODE, GAN
-from facelab.models.folder import SUMMARY, ModelFolder, architecture, build_network, load_weights
+from facelab.models.folder import SUMMARY, ModelFolder, architecture, build_network
 from facelab.models.registry import create_model
 from facelab.models.registry import model_options as arch_defaults
 from facelab.train import catalog, model_options
@@ -283,12 +286,12 @@ def _discriminators(model: DflModel, net: nn.Module, kind: str, options: dict, g
 
 def read_model(model: DflModel, kind: str, arch: dict, options: dict) -> tuple[nn.Module, Tensors]:
     try:
-        net = create_model(kind, **arch)
+        with torch.device("meta"):  # names and shapes: every tensor comes from the files
+            net = create_model(kind, **arch)
     except ValueError as exc:
         raise DflError(f"{model.file(DATA)}: {exc}") from None
     mapping = names.parts(net)
     got = Tensors(weights=_read_network(model, net, mapping))
-    net.load_state_dict(got.weights)
     adabelief = options.get("adabelief", True) if kind != "quick96" else False
     params = {n: mapping[n] for n in _trained(net)}
     got.optimizer = _read_optimizer(model.file(OPTIMIZER), params, net.state_dict(), adabelief, "model",
@@ -387,60 +390,80 @@ def summary_text(config: dict, net: nn.Module) -> str:
 
 
 def export_model(folder: ModelFolder, out_dir: Path, overwrite: bool = False) -> list[Path]:
-    """Write a facelab model in DeepFaceLab's files into `out_dir`; returns the files written."""
+    """Write a facelab model in DeepFaceLab's files into `out_dir`; returns the files written.
+    Each file is built and written on its own (atomically), so memory holds one file at a time."""
     ckpt = folder.load()
     kind, _ = architecture(ckpt.config)
     if kind not in CLASS_OF:
         raise DflError(f"{folder}: {kind} models have no DeepFaceLab format")
-    net = build_network(ckpt.config)
-    load_weights(net, folder, ckpt.weights)
+    with torch.device("meta"):  # names and shapes only: the weights come from the checkpoint
+        net = build_network(ckpt.config)
+        aux = discriminators.for_options(net, ckpt.config.get("options", {}))
+    missing = sorted(set(net.state_dict()) - set(ckpt.weights))
+    if missing:
+        raise DflError(f"{folder}: the weights lack {missing[0]} ({len(missing)} in all): it is damaged")
     dfl = DflModel(Path(out_dir), folder.name, CLASS_OF[kind])
-    options = ckpt.config.get("options", {})
-    files: dict[str, dict] = {}
-    mapping = names.parts(net)
-    for ours, (part, key) in mapping.items():
-        files.setdefault(f"{part}.npy", {})[key] = names.to_dfl(net.state_dict()[ours]).numpy().copy()
     adabelief = ckpt.config.get("training", {}).get("optimizer") == "adabelief"
     iteration = int(ckpt.state.get("iteration", 0))
-    opt = _write_optimizer(ckpt.optimizer, {n: mapping[n] for n in _trained(net)}, adabelief, iteration)
-    if opt:
-        files[OPTIMIZER] = opt
-    for prefix, d in discriminators.for_options(net, options).items():
-        weights = {k[len(prefix):]: v for k, v in ckpt.weights.items() if k.startswith(prefix)}
+    mapping = names.parts(net)
+    files: dict[str, Callable[[], dict]] = {}
+    for part in dict.fromkeys(p for p, _ in mapping.values()):
+        files[f"{part}.npy"] = partial(_part_arrays, ckpt.weights, mapping, part)
+    params = {n: mapping[n] for n in _trained(net)}
+    if _has_state(ckpt.optimizer, params, adabelief):
+        files[OPTIMIZER] = partial(_optimizer_arrays, ckpt.optimizer, params, adabelief, iteration)
+    for prefix, d in aux.items():
+        weights = {k[len(prefix) :]: v for k, v in ckpt.weights.items() if k.startswith(prefix)}
         if set(weights) != set(d.state_dict()):
             continue  # never trained (or changed since): DFL starts it fresh too
         weights_file, opt_file, owners = AUX_FILES[prefix]
         dnames = names.discriminator_names(d)
-        files[weights_file] = {dnames[k]: names.to_dfl(v).numpy().copy() for k, v in weights.items()}
-        state = {k[len(prefix):]: v for k, v in ckpt.optimizer.items() if k.startswith(prefix)}
-        params = {n: (owners.get(kind, ""), dnames[n]) for n in _trained(d)}
-        opt = _write_optimizer(state, params, adabelief, iteration)
-        if opt:
-            files[opt_file] = opt
+        files[weights_file] = partial(_renamed_arrays, weights, dnames)
+        state = {k[len(prefix) :]: v for k, v in ckpt.optimizer.items() if k.startswith(prefix)}
+        dparams = {n: (owners.get(kind, ""), dnames[n]) for n in _trained(d)}
+        if _has_state(state, dparams, adabelief):
+            files[opt_file] = partial(_optimizer_arrays, state, dparams, adabelief, iteration)
     kept = ckpt.config.get("imported", {}).get("dfl_options", {})
-    files[DATA] = {"iter": iteration, "options": dfl_options(kind, options, kept),
-                   "loss_history": history_to(ckpt.state["history"], iteration)}  # fmt: skip
+    data = {"iter": iteration, "options": dfl_options(kind, ckpt.config.get("options", {}), kept),
+            "loss_history": history_to(ckpt.state["history"], iteration)}  # fmt: skip
+    files[DATA] = lambda: data
     targets = [dfl.file(part) for part in [*files, SUMMARY]]
     existing = [p for p in targets if p.exists()]
     if existing and not overwrite:
         raise DflError(f"{existing[0]} already exists: add --overwrite or choose another --out")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    for part, obj in files.items():
-        pickles.dump(dfl.file(part), obj)
+    for part, build in files.items():
+        pickles.dump(dfl.file(part), build())
     summary = folder.file(SUMMARY)
-    dfl.file(SUMMARY).write_text(summary.read_text() if summary.exists() else "")
+    write_bytes_atomic(dfl.file(SUMMARY), summary.read_bytes() if summary.exists() else b"")
     return targets
 
 
-def _write_optimizer(state: dict[str, torch.Tensor], params: dict[str, tuple[str, str]], adabelief: bool,
-                     iteration: int) -> dict:  # fmt: skip
-    slots = _slots(adabelief)
-    if not all(f"{slot}/{n}" in state for slot in slots for n in params):
-        return {}
+def _dfl_array(t: torch.Tensor) -> np.ndarray:
+    """In DFL's layout and C order. A permuted conv kernel is neither C- nor F-contiguous, so the
+    pickler already copies it out in C order: copying it here first would only double the work."""
+    a = names.to_dfl(t).numpy()
+    return a if a.ndim == 4 else np.ascontiguousarray(a)
+
+
+def _part_arrays(weights: dict[str, torch.Tensor], mapping: dict[str, tuple[str, str]], part: str) -> dict:
+    return {key: _dfl_array(weights[ours]) for ours, (p, key) in mapping.items() if p == part}
+
+
+def _renamed_arrays(weights: dict[str, torch.Tensor], dfl_names: dict[str, str]) -> dict:
+    return {dfl_names[k]: _dfl_array(v) for k, v in weights.items()}
+
+
+def _has_state(state: dict[str, torch.Tensor], params: dict, adabelief: bool) -> bool:
+    return bool(params) and all(f"{slot}/{n}" in state for slot in _slots(adabelief) for n in params)
+
+
+def _optimizer_arrays(state: dict[str, torch.Tensor], params: dict[str, tuple[str, str]], adabelief: bool,
+                      iteration: int) -> dict:  # fmt: skip
     out = {"iters:0": np.int64(iteration)}
     for ours, (owner, key) in params.items():
-        for slot, dfl_slot in slots.items():
-            out[_opt_key(dfl_slot, owner, key)] = names.to_dfl(state[f"{slot}/{ours}"]).numpy().copy()
+        for slot, dfl_slot in _slots(adabelief).items():
+            out[_opt_key(dfl_slot, owner, key)] = _dfl_array(state[f"{slot}/{ours}"])
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelab.fsutil import write_bytes_atomic
+from facelab.fsutil import atomic_path
 
 # Everything a DeepFaceLab pickle legitimately needs: numpy arrays, their dtypes and scalars.
 # (`_codecs.encode` rebuilds the bytes of arrays pickled with protocol 2; it only encodes a str.)
@@ -92,13 +92,8 @@ class _DflPickler(pickle._Pickler):  # the Python pickler: its save_global can b
         super().save_global(obj, name)
 
 
-def dumps(obj) -> bytes:
-    buf = io.BytesIO()
-    _DflPickler(buf, protocol=4).dump(obj)
-    return buf.getvalue()
-
-
 def dump(path: Path, obj) -> None:
-    """Write `obj` as DeepFaceLab does (a pickle), atomically."""
-    write_bytes_atomic(path, dumps(obj))
+    """Write `obj` as DeepFaceLab does (a pickle), atomically, streaming into the file."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        _DflPickler(f, protocol=4).dump(obj)
 
