@@ -5,6 +5,7 @@ at its iteration, and bad files are refused with one line before anything is wri
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import shutil
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from facelab.dfl import pickles
+from facelab.dfl import names, pickles
 from facelab.dfl.models import export_model
 from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.discriminators import for_options
 from facelab.models.folder import TRASH, ModelFolder, load_network
 from facelab.models.registry import create_model
+from facelab.models.xseg import FRN, TLU, UpConvBlock, blur_pool
 from facelab.train import model_options
 from facelab.train.optim import OPTIMIZERS
 from facelab.train.recipes import recipe, with_options
@@ -243,3 +245,76 @@ def test_bad_dfl_files_are_refused_before_anything_is_written(dfl_files: Path, t
     gone = _copy(dfl_files / "model_tiny", tmp_path / "gone")
     (gone / "tiny_SAEHD_decoder_dst.npy").unlink()
     refused(gone, "tiny_SAEHD_decoder_dst.npy is missing")
+
+
+def test_xseg_import_takes_every_array_dfl_lists(dfl_files: Path, tmp_path: Path):
+    """DFL's XSeg weights are 70 MB, so shared/ has their manifest (every array's name and shape):
+    a folder made from it in DFL's format imports with every tensor in place and its RMSprop state."""
+    manifest = json.loads((dfl_files / "model_xseg" / "XSeg_256_manifest.json").read_text())
+    rng = np.random.default_rng(0)
+    dfl = tmp_path / "dfl"
+    dfl.mkdir()
+    files = {}
+    for name in ("XSeg_256.npy", "XSeg_256_opt.npy"):
+        arrays = {k: rng.standard_normal(shape).astype(dtype) for k, (shape, dtype) in
+                  manifest[name]["arrays"].items()}  # fmt: skip
+        pickles.dump(dfl / name, arrays)
+        files[name] = arrays
+    data = manifest["XSeg_data.dat"]
+    pickles.dump(dfl / "XSeg_data.dat", {"iter": data["iter"], "options": data["options"],
+                                         "loss_history": data["loss_history"]})  # fmt: skip
+    proc = _import(tmp_path / "ws", dfl)
+    assert proc.returncode == 0, proc.stderr
+    ckpt = ModelFolder.of(tmp_path / "ws" / "model", "xseg", "XSeg").load()
+    assert ckpt.config["architecture"] == {"name": "xseg", "resolution": 256, "base_ch": 32}
+    assert ckpt.config["face_type"] == "whole_face" and ckpt.state["iteration"] == 5
+    assert len(ckpt.weights) == len(files["XSeg_256.npy"]) == 222
+    for ours, t in ckpt.weights.items():
+        dfl_name = f"{ours.replace('.', '/')}:0"
+        assert torch.equal(names.to_dfl(t), torch.from_numpy(files["XSeg_256.npy"][dfl_name])), ours
+    opt = files["XSeg_256_opt.npy"]
+    for ours, t in ckpt.optimizer.items():
+        key = f"acc_XSeg/{ours.removeprefix('acc/').replace('.', '/')}_0:0"
+        assert torch.equal(names.to_dfl(t), torch.from_numpy(opt[key])), ours
+    assert len(ckpt.optimizer) == 222
+    net, _ = load_network(ModelFolder.of(tmp_path / "ws" / "model", "xseg", "XSeg"))
+    assert net(torch.rand(1, 3, 256, 256)).shape == (1, 1, 256, 256)
+
+
+def test_xseg_layers_follow_tensorflow_semantics():
+    """XSeg's layers against TensorFlow's definitions written out in numpy: the stride-2 SAME
+    transposed conv (out[2i + k] += in[i] * w[k], output 2n), BlurPool's asymmetric zero padding,
+    FRN and TLU."""
+    rng = np.random.default_rng(1)
+    up = UpConvBlock(3, 2)
+    x = rng.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    w = up.conv.weight.detach().numpy()  # (in, out, k, k)
+    ref = np.zeros((1, 2, 11, 11), np.float32)
+    for i in range(5):
+        for j in range(5):
+            ref[0, :, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3] += np.einsum("c,cokl->okl", x[0, :, i, j], w)
+    ref = ref[:, :, :10, :10] + up.conv.bias.detach().numpy()[None, :, None, None]
+    with torch.no_grad():
+        got = up.conv(torch.from_numpy(x))[..., :10, :10].numpy()
+    assert np.abs(got - ref).max() < 1e-5
+    for size, a in ((2, [1, 1]), (3, [1, 2, 1]), (4, [1, 3, 3, 1])):
+        img = rng.standard_normal((1, 1, 8, 8)).astype(np.float32)
+        k = np.outer(a, a) / np.sum(np.outer(a, a))
+        before, after = (size - 1) // 2, size - 1 - (size - 1) // 2
+        padded = np.pad(img[0, 0], ((before, after), (before, after)))
+        ref = np.array([[np.sum(padded[2 * i : 2 * i + size, 2 * j : 2 * j + size] * k) for j in range(4)]
+                        for i in range(4)])  # fmt: skip
+        assert np.abs(blur_pool(torch.from_numpy(img), size)[0, 0].numpy() - ref).max() < 1e-6, size
+    frn, tlu = FRN(2), TLU(2)
+    with torch.no_grad():
+        frn.weight.copy_(torch.tensor([2.0, 0.5]))
+        frn.bias.copy_(torch.tensor([0.1, -0.2]))
+        frn.eps.copy_(torch.tensor([-1e-3]))
+        tlu.tau.copy_(torch.tensor([0.0, -0.5]))
+        x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+        nu2 = (x**2).mean(axis=(2, 3), keepdims=True)
+        per_channel = (slice(None), None, None)
+        ref = x / np.sqrt(nu2 + 1e-3) * np.array([2.0, 0.5])[per_channel] + np.array([0.1, -0.2])[per_channel]
+        assert np.abs(frn(torch.from_numpy(x)).numpy() - ref).max() < 1e-5
+        tau = np.array([0, -0.5])[per_channel]
+        assert np.array_equal(tlu(torch.from_numpy(x)).numpy(), np.maximum(x, tau))

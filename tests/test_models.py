@@ -23,8 +23,30 @@ CASES = (
 )
 
 
+SEGMENTATION = [("xseg", {"resolution": 64, "base_ch": 8}), ("xseg", {"resolution": 128, "base_ch": 4})]
+
+
 def test_every_registered_model_is_covered():
-    assert {name for name, _ in CASES} == set(list_models())
+    assert {name for name, _ in CASES + SEGMENTATION} == set(list_models())
+
+
+@pytest.mark.parametrize("name,opts", SEGMENTATION, ids=[f"{n}-{o['resolution']}" for n, o in SEGMENTATION])
+def test_segmentation_forward_backward_shapes_and_round_trip(tmp_path: Path, name: str, opts: dict):
+    torch.manual_seed(0)
+    model = create_model(name, **opts)
+    res = opts["resolution"]
+    faces = torch.rand(2, 3, res, res)
+    logits = model(faces)
+    assert logits.shape == (2, 1, res, res)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, (faces[:, :1] > 0.5).float())
+    loss.backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.parameters())
+    assert model(faces, pretrain=True).shape == logits.shape
+    folder = ModelFolder.of(tmp_path, "m", name)
+    folder.save({"architecture": model.config}, model.state_dict(), {}, {"iteration": 1}, "")
+    again, _ = load_network(folder)
+    mask = again.mask(faces)
+    assert torch.equal(mask, model.eval().mask(faces)) and float(mask.min()) >= 0 and float(mask.max()) <= 1
 
 
 @pytest.mark.parametrize("name,opts", CASES, ids=[f"{n}-{o.get('archi', 'fixed')}" for n, o in CASES])

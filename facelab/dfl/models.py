@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from facelab import __version__
 from facelab.dfl import names, pickles
 from facelab.errors import FacelabError
+from facelab.faces.align import canonical_face_type
 from facelab.fsutil import write_bytes_atomic
 from facelab.models import discriminators
 from facelab.models.amp import FROZEN_PREFIXES
@@ -34,8 +37,8 @@ from facelab.train.history import LossHistory
 from facelab.train.recipes import recipe, with_options
 from facelab.train.setup import new_config, new_state
 
-CLASSES = {"Quick96": "quick96", "SAEHD": "saehd", "AMP": "amp"}
-CLASS_OF = {v: k for k, v in CLASSES.items()}
+CLASSES = {"Quick96": "quick96", "SAEHD": "saehd", "AMP": "amp", "XSeg": "xseg"}
+CLASS_OF = {v: k for k, v in CLASSES.items() if v != "xseg"}  # what export-dfl writes
 DATA, OPTIMIZER = "data.dat", "src_dst_opt.npy"  # and SUMMARY, spelt as ours
 # discriminator prefix -> (weights file, optimiser file, the network's name inside the optimiser
 # file for SAEHD and for AMP)
@@ -300,15 +303,42 @@ def read_model(model: DflModel, kind: str, arch: dict, options: dict) -> tuple[n
     return net, got
 
 
-def history_from(losses) -> tuple[LossHistory, int]:
-    """Our loss history from DFL's list of per-iteration [src, dst] losses; (history, count)."""
-    history = LossHistory(2)
-    rows = losses if isinstance(losses, list) else []
+def history_from(losses) -> LossHistory:
+    """Our loss history from DFL's list of per-iteration losses ([src, dst]; XSeg: [loss])."""
+    rows = [r if isinstance(r, list | tuple) else [r] for r in (losses if isinstance(losses, list) else [])]
+    history = LossHistory(len(rows[0]) if rows else 2)
     for i, row in enumerate(rows, 1):
-        values = [float(v) for v in (row if isinstance(row, list | tuple) else [row])][:2]
-        if len(values) == 2 and all(math.isfinite(v) for v in values):
+        values = [float(v) for v in row]
+        if len(values) == len(history.pending) and all(math.isfinite(v) for v in values):
             history.add(i, values)
-    return history, len(rows)
+    return history
+
+
+def _read_xseg(model: DflModel, dfl: dict) -> tuple[nn.Module, Tensors, dict, int]:
+    """DFL's XSeg: `XSeg_<resolution>.npy`, its RMSprop state `XSeg_<resolution>_opt.npy`, and the
+    options face_type, batch_size and pretrain."""
+    found = sorted(p for p in model.folder.glob("XSeg_*.npy") if not p.stem.endswith("_opt"))
+    if not found or not found[0].stem.split("_")[1].isdigit():
+        raise DflError(f"{model.folder}: no XSeg_<resolution>.npy beside {model.file(DATA).name}")
+    resolution = int(found[0].stem.split("_")[1])
+    try:
+        with torch.device("meta"):
+            net = create_model("xseg", resolution=resolution)
+        options = {"face_type": str(dfl.get("face_type", "wf")), "batch_size": int(dfl.get("batch_size", 4)),
+                   "pretrain": bool(dfl.get("pretrain", False))}  # fmt: skip
+        face_type = canonical_face_type(options["face_type"])
+    except ValueError as exc:
+        raise DflError(f"{model.file(DATA)}: {exc}") from None
+    mapping = names.parts(net)
+    got = Tensors(weights=_read_network(model, net, mapping))
+    params = {n: ("XSeg", mapping[n][1]) for n in _trained(net)}
+    got.optimizer = _read_optimizer(model.file(f"{resolution}_opt.npy"), params, net.state_dict(), False,
+                                    "model", got.notes)  # fmt: skip
+    config = {"model": "xseg", "class": "XSeg", "face_type": face_type, "architecture": net.config,
+              "training": {"optimizer": "rmsprop", "lr": 1e-4, "lr_dropout": 0.3}, "options": options,
+              "created": datetime.now().isoformat(timespec="seconds"), "facelab": __version__,
+              "torch": torch.__version__}  # fmt: skip
+    return net, got, config, options["batch_size"]
 
 
 def history_to(history: dict, iteration: int) -> list[list[float]]:
@@ -317,7 +347,7 @@ def history_to(history: dict, iteration: int) -> list[list[float]]:
     out = []
     for i, point in enumerate(points):
         end = points[i + 1][0] if i + 1 < len(points) else iteration + 1
-        out += [list(point[1:3])] * max(1, int(end - point[0]))
+        out += [list(point[1:])] * max(1, int(end - point[0]))
     return out
 
 
@@ -337,7 +367,7 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
                  overwrite: bool = False) -> Imported:  # fmt: skip
     model = choose(path, model_name)
     kind = CLASSES[model.class_name]
-    name = catalog.check_name(name or model.name)
+    name = catalog.check_name(name or ("xseg" if kind == "xseg" else model.name))
     target = ModelFolder.of(model_root, name, model.class_name)
     if target.path.exists() and not overwrite:
         raise DflError(f"{target} already exists: add --overwrite (the old one goes to the trash) "
@@ -346,13 +376,16 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
     data = _load(data_path)
     if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
         raise DflError(f"{data_path} is not a DeepFaceLab model's data file (no options)")
-    arch, options, notes = map_options(kind, data["options"], data_path)
-    net, got = read_model(model, kind, arch, options)
     iteration = int(data.get("iter", 0) or 0)
-    history, _ = history_from(data.get("loss_history"))
-    base = recipe(kind)
-    rec = with_options(base, options)
-    config = new_config(rec, net.config, options if model_options.specs(kind) else {})
+    history = history_from(data.get("loss_history"))
+    if kind == "xseg":
+        net, got, config, batch = _read_xseg(model, data["options"])
+        notes = []
+    else:
+        arch, options, notes = map_options(kind, data["options"], data_path)
+        net, got = read_model(model, kind, arch, options)
+        rec = with_options(recipe(kind), options)
+        config, batch = new_config(rec, net.config, options if model_options.specs(kind) else {}), rec.batch
     config["imported"] = {
         "from": "DeepFaceLab",
         "class": model.class_name,
@@ -361,11 +394,11 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
         "iteration": iteration,
         "not_imported": notes + got.notes,
         "dfl_options": {k: _dfl_value(k, v) for k, v in data["options"].items()
-                        if k not in model_options.specs(kind)},
+                        if k not in config["options"]},
     }  # fmt: skip
     trashed = catalog.trash(target) if target.path.exists() else None
     with target.lock():
-        target.save(config, got.weights, got.optimizer, new_state(rec.batch, iteration, history),
+        target.save(config, got.weights, got.optimizer, new_state(batch, iteration, history),
                     summary_text(config, net))  # fmt: skip
     return Imported(target, model, iteration, notes + got.notes, trashed)
 
@@ -395,7 +428,7 @@ def export_model(folder: ModelFolder, out_dir: Path, overwrite: bool = False) ->
     ckpt = folder.load()
     kind, _ = architecture(ckpt.config)
     if kind not in CLASS_OF:
-        raise DflError(f"{folder}: {kind} models have no DeepFaceLab format")
+        raise DflError(f"{folder}: export-dfl writes Quick96, SAEHD and AMP models, not {kind}")
     with torch.device("meta"):  # names and shapes only: the weights come from the checkpoint
         net = build_network(ckpt.config)
         aux = discriminators.for_options(net, ckpt.config.get("options", {}))

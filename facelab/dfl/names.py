@@ -19,6 +19,7 @@ from torch import nn
 from facelab.models.amp import AMPNet
 from facelab.models.archi import Autoencoder
 from facelab.models.discriminators import CodeDiscriminator, UNetPatchDiscriminator
+from facelab.models.xseg import XSegNet
 
 # The -t encoder's layers, as DeepFaceLab names them.
 _T_ENCODER = ("down1", "res1", "down2", "down3", "down4", "down5", "res5")
@@ -62,6 +63,8 @@ def _decoder(key: str) -> str:
 
 def parts(model: nn.Module) -> dict[str, tuple[str, str]]:
     """{our state_dict key: (DFL part, DFL variable name)} for a network from our registry."""
+    if isinstance(model, XSegNet):  # one file, XSeg_<resolution>.npy, named as our modules are
+        return {k: (str(model.resolution), f"{k.replace('.', '/')}:0") for k in model.state_dict()}
     out = {}
     for key in model.state_dict():
         top, _, rest = key.partition(".")

@@ -21,7 +21,7 @@ def depth_to_space(x: torch.Tensor, block: int = 2) -> torch.Tensor:
 
 def glorot_(module: nn.Module) -> None:
     for m in module.modules():
-        if isinstance(m, nn.Conv2d | nn.Linear):
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
             nn.init.xavier_uniform_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

@@ -24,6 +24,12 @@ def _multiple_of_32(value: int) -> int:
     return value
 
 
+def _multiple_of_64(value: int) -> int:
+    if value % 64:
+        raise ValueError(f"must be a multiple of 64, not {value}")
+    return value
+
+
 RESOLUTION = Option("resolution", int, 128, "face size in pixels; a multiple of 16 (of 32 with -d)",
                     range=(64, 640), changeable=False)  # fmt: skip
 ARCHI = Option("archi", str, "liae-ud",
@@ -49,10 +55,17 @@ QUICK96 = [
       for name, default in (("e_dims", 64), ("d_dims", 64), ("d_mask_dims", 16))),
 ]  # fmt: skip
 
+XSEG = [
+    Option("resolution", int, 256, "face size in pixels, a multiple of 64", range=(64, 1024),
+           changeable=False, check=_multiple_of_64),
+    Option("base_ch", int, 32, "width of the first level", range=(4, 128), changeable=False),
+]  # fmt: skip
+
 ARCHITECTURE = {
     "quick96": QUICK96,
     "saehd": [RESOLUTION, ARCHI, AE_DIMS, E_DIMS, D_DIMS, D_MASK_DIMS],
     "amp": [AMP_RESOLUTION, AE_DIMS, INTER_DIMS, E_DIMS, D_DIMS, D_MASK_DIMS, MORPH_FACTOR],
+    "xseg": XSEG,
 }
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from facelab.models import options as architecture
 from facelab.models.amp import AMPNet
 from facelab.models.archi import Autoencoder
+from facelab.models.xseg import XSegNet
 
 # name -> (builder, default architecture options)
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict]] = {}
@@ -72,3 +73,10 @@ def amp(**opts) -> nn.Module:
     """AMP: one encoder/decoder, two fixed random inters mixed by a morph factor (live use)."""
     architecture.check("amp", opts)
     return AMPNet(**opts)
+
+
+@register_model("xseg", {"resolution": 256, "base_ch": 32})
+def xseg(**opts) -> nn.Module:
+    """XSeg: the reference's occlusion-mask U-Net (256 px, 17.6 M parameters at base 32)."""
+    architecture.check("xseg", opts)
+    return XSegNet(**opts)
