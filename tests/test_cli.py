@@ -9,8 +9,9 @@ from facelab.cli import build_parser
 from tests.conftest import on_a_terminal, run_cli
 
 WORKFLOW = ["info", "workspace", "extract-frames", "extract-faces", "sort", "filter", "faceset", "train",
-            "models", "merge", "make-video", "run", "ui", "demo"]  # fmt: skip
-NESTED = {"workspace": ["init"], "faceset": ["sheet"], "models": ["list", "rename", "delete", "restore"]}
+            "models", "import-dfl", "export-dfl", "merge", "make-video", "run", "ui", "demo"]  # fmt: skip
+NESTED = {"workspace": ["init"], "faceset": ["sheet", "convert-dfl"],
+          "models": ["list", "rename", "delete", "restore"]}  # fmt: skip
 
 
 def _subcommands(parser) -> dict:
