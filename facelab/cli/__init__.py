@@ -24,6 +24,7 @@ workflow (one workspace folder, as in DeepFaceLab):
   3. facelab extract-faces src       aligned source faces -> data_src/aligned/
      facelab sort / filter / faceset clean the faceset (rejects go to aligned_trash/)
   4. facelab extract-faces dst       aligned dst faces + debug images -> data_dst/aligned_debug/
+     facelab xseg train|apply         occlusion masks from polygons labelled in `facelab ui`
   5. facelab train --model quick96   train model/<name>_Quick96/ (rerun to resume)
      facelab models list|rename|delete|restore
      facelab import-dfl DIR             bring a DeepFaceLab model across (export-dfl goes back)
@@ -42,7 +43,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import dfl, faces, merge, misc, run, train, ui, video
+    from facelab.cli import dfl, faces, merge, misc, run, train, ui, video, xseg
 
     parser = Parser(
         prog="facelab",
@@ -61,6 +62,7 @@ def build_parser() -> Parser:
     video.register_extract(sub, common)
     faces.register(sub, common)
     faces.register_faceset_tools(sub, common)
+    xseg.register(sub, common)
     train.register_train(sub, common)
     train.register_models(sub, common)
     dfl.register(sub, common)

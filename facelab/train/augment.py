@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from facelab.train.losses import gaussian_blur
+
 
 def derive_seed(*parts: int | str) -> int:
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
@@ -138,3 +140,24 @@ def augment(
 
 def grid_sample(x: torch.Tensor, grid: torch.Tensor, mode: str, padding: str) -> torch.Tensor:
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=False)
+
+
+def xseg_input_augment(images: torch.Tensor, masks: torch.Tensor, others: torch.Tensor,
+                       gens: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
+    """XSeg's input augmentation (the target mask is left as it is), one generator per sample:
+    half the faces get another face as their background (mirrored, so its face is elsewhere), then
+    brightness, contrast and per-channel colour shifts, and a random blur or none."""
+    b = images.shape[0]
+    u = torch.stack([torch.rand(8, generator=g) for g in gens]).to(images.device)
+    composite = (u[:, 0] < 0.5).view(b, 1, 1, 1).float()
+    keep = masks.clamp(0, 1) + (1 - composite) * (1 - masks.clamp(0, 1))
+    out = images * keep + others.flip(-1) * (1 - keep)
+    gain = 1 + (u[:, 1] - 0.5) * 0.6  # contrast +-30 %
+    shift = (u[:, 2:5] - 0.5) * 0.3  # per-channel colour +-15 %
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * gain.view(b, 1, 1, 1) + mean + shift.view(b, 3, 1, 1)
+    sigma = u[:, 5] * 2.0
+    blurred = [gaussian_blur(out[i : i + 1], float(sigma[i])) if u[i, 6] >= 0.5 and sigma[i] >= 0.3
+               else out[i : i + 1] for i in range(b)]  # fmt: skip
+    return torch.cat(blurred).clamp_(0, 1)
+

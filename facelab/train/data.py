@@ -21,6 +21,7 @@ from facelab.errors import FacelabError
 from facelab.faces.align import FACE_TYPES, averaged_yaw, face_type_name, transform_points, unit_face_mat
 from facelab.faces.faceset import AlignedFace, load_faceset
 from facelab.procs import clean_pool
+from facelab.train.crops import FaceJob
 from facelab.train.crops import load_face as _load_one
 
 
@@ -45,6 +46,11 @@ class FaceSamples:
         )
 
 
+def _empty(folder: Path, res: int) -> FaceSamples:
+    return FaceSamples(folder, torch.empty(0, 3, res, res, dtype=torch.uint8),
+                       torch.empty(0, 2, res, res, dtype=torch.uint8), [], 0, [])  # fmt: skip
+
+
 def check_face_types(faces: list[AlignedFace], folder: Path, model_type: str, model_label: str) -> None:
     need = FACE_TYPES.index(model_type)
     small = [f for f in faces if FACE_TYPES.index(f.meta.face_type) < need]
@@ -57,17 +63,27 @@ def check_face_types(faces: list[AlignedFace], folder: Path, model_type: str, mo
         )
 
 
-def load_samples(
-    folder: Path, res: int, model_type: str, model_label: str, workers: int | None = None
-) -> FaceSamples:
-    """Load `folder`'s aligned faces for a model of `res` px and `model_type`; refuse smaller face types."""
+def load_samples(folder: Path, res: int, model_type: str, model_label: str, workers: int | None = None,
+                 labels: bool = False) -> FaceSamples:  # fmt: skip
+    """Load `folder`'s aligned faces for a model of `res` px and `model_type`; refuse smaller face types.
+    The face mask is the applied XSeg mask where a face has one, else the landmark hull; `labels`
+    (XSeg training) loads only the faces with label polygons, with those as the mask."""
+    if labels and not Path(folder).is_dir():
+        return _empty(folder, res)
     fs = load_faceset(folder)
+    if labels:
+        fs.faces = [f for f in fs.faces if f.meta.polygons]
+        if not fs.faces:
+            return _empty(folder, res)
     check_face_types(fs.faces, folder, model_type, model_label)
-    jobs = [(str(f.path), f.meta.face_type, f.meta.size, f.meta.landmarks, res, model_type) for f in fs.faces]
+    jobs = [FaceJob(str(f.path), f.meta.face_type, f.meta.size, f.meta.landmarks, res, model_type,
+                    None if labels else f.meta.xseg_mask, f.meta.polygons if labels else None)
+            for f in fs.faces]  # fmt: skip
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) // 64 + 1))
     images = np.empty((len(jobs), res, res, 3), np.uint8)
     mask_arr = np.empty((len(jobs), 2, res, res), np.uint8)
     damaged, keep = [], []  # error lines; indices (into fs.faces) of the faces loaded
+    bad_masks = 0
     pool = clean_pool(workers) if workers > 1 else contextlib.nullcontext()
     with pool, progress.bar(len(jobs), f"loading {folder.parent.name}/{folder.name}", unit="face") as pbar:
         results = pool.map(_load_one, jobs, chunksize=32) if workers > 1 else map(_load_one, jobs)
@@ -76,13 +92,16 @@ def load_samples(
             if isinstance(result, str):
                 damaged.append(result)
                 continue
-            images[len(keep)], mask_arr[len(keep)] = result
+            images[len(keep)], mask_arr[len(keep)], bad_mask = result
+            bad_masks += bad_mask
             keep.append(len(keep) + len(damaged))
     kept = len(keep)
     if not kept:
         raise FacelabError(f"every face in {folder} is damaged (e.g. {damaged[0]})")
     if damaged:
         progress.say(f"{folder}: skipped {len(damaged)} damaged faces; the first: {damaged[0]}")
+    if bad_masks:
+        progress.say(f"{folder}: {bad_masks} faces have a damaged XSeg mask: their landmark hull is used")
     faces = [fs.faces[i] for i in keep]
     names = [f.path.name for f in faces]
     if fs.broken:

@@ -70,7 +70,14 @@ AMP = [
                           "random_warp", "gan_power", "gan_patch_size", "gan_dims", "ct_mode",
                           "clipgrad")]  # fmt: skip
 
-OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD, "amp": AMP}
+XSEG = [
+    arch.XSEG[0],
+    Option("face_type", str, "wf", "how much of the head the masks cover: half, mid-full, full, whole, head",
+           choices=("h", "mf", "f", "wf", "head"), changeable=False),
+    Option("batch_size", int, 2, "labelled faces per side per iteration", range=(1, 256)),
+] + [SHARED[n] for n in ("target_iter", "autobackup_hour", "write_preview_history")]  # fmt: skip
+
+OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD, "amp": AMP, "xseg": XSEG}
 
 
 def specs(model: str) -> dict[str, Option]:

@@ -76,6 +76,14 @@ RECIPES["amp"] = replace(RECIPES["saehd"], model="amp", class_name="AMP", face_t
                          eyes_mouth_prio=True)  # fmt: skip
 
 
+# XSeg learns label masks (sigmoid cross-entropy) on both sides' labelled faces: RMSprop 1e-4 with
+# learning-rate dropout, the reference's mild affine and flips, no warp (the mask must stay true to
+# the image); batch_size is per side, so the default 2 makes the reference's 4 per iteration.
+RECIPES["xseg"] = Recipe(model="xseg", class_name="XSeg", face_type="whole_face", batch=2, lr=1e-4,
+                         lr_dropout=0.3, augment=AugmentSpec(random_warp=False, scale=0.05), flip_src=True,
+                         flip_dst=True, loss="xseg")  # fmt: skip
+
+
 def recipe(name: str) -> Recipe:
     try:
         return RECIPES[name.lower()]
@@ -88,6 +96,8 @@ def with_options(base: Recipe, options: dict) -> Recipe:
     if not options:
         return base
     o = options
+    if base.loss == "xseg":
+        return replace(base, face_type=canonical_face_type(o["face_type"]), batch=o["batch_size"])
     r = replace(
         base,
         face_type=canonical_face_type(o["face_type"]),

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def render_preview(run: TrainingRun) -> np.ndarray:
+    if run.model.kind == "xseg":
+        return _xseg_preview(run)
     faces = {s: run.data[s].images[run.preview_idx[s]].float().div(255) for s in SIDES}
     with run.autocast():
         out = run.model(faces["src"], faces["dst"])
@@ -40,6 +42,19 @@ def render_preview(run: TrainingRun) -> np.ndarray:
         masked = [preview.to_uint8(c) for c in masked]
     grid = preview.rows_grid([preview.to_uint8(c) for c in columns], masked)
     return preview.compose(title, run.iteration, points, grid, preview.ROWS_LEGEND)
+
+
+def _xseg_preview(run: TrainingRun) -> np.ndarray:
+    """The preview faces of both sides: face | label mask | predicted mask | face x prediction."""
+    faces = torch.cat([run.data[s].images[run.preview_idx[s]] for s in SIDES]).float().div(255)
+    labels = torch.cat([run.data[s].masks[run.preview_idx[s], :1] for s in SIDES]).float().div(255)
+    with run.autocast():
+        predicted = torch.sigmoid(run.model(faces).float())
+    columns = [faces, labels.expand_as(faces), predicted.expand_as(faces), faces * predicted]
+    grid = preview.rows_grid([preview.to_uint8(c) for c in columns])
+    title = f"{run.recipe.class_name} '{run.folder.name}'"
+    return preview.compose(title, run.iteration, run.history.points(), grid,
+                           "face | label | predicted mask | face x mask")  # fmt: skip
 
 
 def _amp_grid(run: TrainingRun, faces: dict, out: dict) -> np.ndarray:

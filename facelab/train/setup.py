@@ -124,10 +124,29 @@ def _load_faces(run: TrainingRun) -> dict:
             )
         shared = load_samples(Path(pretrain_faces), arch["resolution"], face_type, label).to(run.device)
         return {s: shared for s in SIDES}  # the dst set is not used
+    if run.recipe.loss == "xseg":
+        return _labelled_faces(run, arch["resolution"], face_type, label)
     return {
         s: load_samples(run.ws.aligned_dir(s), arch["resolution"], face_type, label).to(run.device)
         for s in SIDES
     }
+
+
+def _labelled_faces(run: TrainingRun, res: int, face_type: str, label: str) -> dict:
+    """XSeg trains on the labelled faces of both sides; a side with none shares the other's."""
+    data = {s: load_samples(run.ws.aligned_dir(s), res, face_type, label, labels=True) for s in SIDES}
+    if not any(len(d) for d in data.values()):
+        raise FacelabError(
+            f"no labelled faces in {run.ws.aligned_dir('src')} or {run.ws.aligned_dir('dst')}: draw XSeg "
+            "polygons on some faces in `facelab ui`, or `facelab xseg labels import FILE.json`"
+        )
+    for s in SIDES:
+        if not len(data[s]):
+            other = data["dst" if s == "src" else "src"]
+            progress.say(f"no labelled {s} faces: both sides train on the {len(other)} labelled "
+                         f"{'dst' if s == 'src' else 'src'} faces")  # fmt: skip
+            data[s] = other
+    return {s: d.to(run.device) for s, d in data.items()}
 
 
 def _build(run: TrainingRun, config: dict) -> None:

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from facelab import progress
 from facelab.device import PRECISIONS, check_device_name, is_oom, pick_device
@@ -31,7 +32,7 @@ from facelab.errors import FacelabError
 from facelab.models.folder import PREVIEW, CheckpointError, ModelFolder
 from facelab.options import Option
 from facelab.train import distributed, keys, model_options, report, setup
-from facelab.train.augment import augment, sample_generators
+from facelab.train.augment import augment, sample_generators, xseg_input_augment
 from facelab.train.color import color_transfer, hsv_jitter
 from facelab.train.data import FaceSamples
 from facelab.train.extras import ExtraLosses
@@ -164,6 +165,10 @@ class TrainingRun:
             images = color_transfer(images, self.data["dst"].images[pick.to(self.device)], masks, r.ct_mode)
         gens = sample_generators(self.seed, side, "augment", start=first, count=size)
         warped, target, mask = augment(images, masks, r.augment_for(side), gens, warp)
+        if r.loss == "xseg":  # the mask must not depend on colour, blur or what is behind the face
+            others = self.data[side].images[self.samplers[side].indices(first + 7919, size).to(self.device)]
+            gens = sample_generators(self.seed, side, "xseg", start=first, count=size)
+            warped = xseg_input_augment(warped, mask[:, :1], others.float().div(255), gens)
         if side == "src" and r.hsv_power:
             hsv = sample_generators(self.seed, "hsv", start=first, count=size)
             warped = hsv_jitter(warped, r.hsv_power, hsv)
@@ -197,6 +202,8 @@ class TrainingRun:
 
     def train_step(self, batches) -> list[float]:
         """One optimiser step; returns this rank's [src loss, dst loss]."""
+        if self.recipe.loss == "xseg":
+            return self._xseg_step(batches)
         (warped_src, target_src, mask_src), (warped_dst, target_dst, mask_dst) = (
             batches["src"],
             batches["dst"],
@@ -230,6 +237,25 @@ class TrainingRun:
         self.opt.zero_grad()
         self.iteration += 1
         return [src_loss.item(), dst_loss.item()]
+
+    def _xseg_step(self, batches) -> list[float]:
+        """XSeg: sigmoid cross-entropy of the predicted mask against the label mask, per side."""
+        inputs = torch.cat([batches[s][0] for s in SIDES])
+        if self.precision == "bf16":
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            logits = self.net(inputs)
+        losses = [
+            F.binary_cross_entropy_with_logits(part.float(), batches[s][2][:, :1])
+            for s, part in zip(SIDES, logits.split([batches[s][0].shape[0] for s in SIDES]), strict=True)
+        ]
+        sum(losses).backward()
+        if self.recipe.clipgrad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step(self.iteration, self.learning_rate())
+        self.opt.zero_grad()
+        self.iteration += 1
+        return [loss.item() for loss in losses]
 
     def save(self) -> None:
         weights = self.model.state_dict() | self.extra_losses.weights()
