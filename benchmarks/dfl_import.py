@@ -6,8 +6,8 @@ Builds a SAEHD with our own create_model at the given size (default 256 px liae-
 defaults: ae 256, e/d 64, mask 22) with random AdaBelief state, writes it as a facelab model
 folder, exports it to DeepFaceLab's files with `facelab export-dfl`, and imports those back with
 `facelab import-dfl`. Prints JSON and a table: wall time and peak memory (max RSS) of each command,
-the files' size, and whether every tensor came back equal. The CPU flags are printed beside the
-times, which are absolute.
+the files' size, and whether every tensor came back equal. The CPU and its flags are printed
+beside the times, which are absolute.
 """
 
 from __future__ import annotations
@@ -22,22 +22,13 @@ from pathlib import Path
 
 import torch
 
+from facelab.device import cpu_summary
 from facelab.models.folder import ModelFolder
 from facelab.models.registry import create_model
 from facelab.train import model_options
 from facelab.train.optim import AdaBelief
 from facelab.train.recipes import recipe, with_options
 from facelab.train.setup import new_config, new_state
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
-    except (OSError, StopIteration):
-        return "unknown"
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return " ".join(f for f in wanted if f in flags.split())
-
 
 _MEASURE = ("import resource, subprocess, sys\n"
             "code = subprocess.run(sys.argv[1:]).returncode\n"
@@ -86,10 +77,10 @@ def main() -> None:
               "dfl_files_MB": round(dfl_bytes / 1e6, 1), "export_s": round(export_s, 2),
               "export_peak_MB": round(export_mb), "import_s": round(import_s, 2),
               "import_peak_MB": round(import_mb), "round_trip_equal": equal,
-              "cpu_flags": cpu_flags()}  # fmt: skip
+              "cpu": " ".join([cpu_summary()[0], *cpu_summary()[1]])}  # fmt: skip
     print(json.dumps(result))
     print(f"\n{'step':<8}{'seconds':>9}{'peak MB':>9}   ({result['model']}, {result['parameters_M']} M "
-          f"parameters, {result['dfl_files_MB']} MB of DFL files; CPU: {result['cpu_flags']})")
+          f"parameters, {result['dfl_files_MB']} MB of DFL files; CPU: {result['cpu']})")
     print(f"{'export':<8}{export_s:>9.2f}{export_mb:>9.0f}")
     print(f"{'import':<8}{import_s:>9.2f}{import_mb:>9.0f}")
     print(f"round trip equal: {equal}")

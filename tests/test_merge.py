@@ -316,3 +316,55 @@ def test_missing_source_frame_and_wrong_face_type(merge_ws: Path):
     face.path.write_bytes(meta.embed(face.path.read_bytes(), m))
     proc = run_cli("merge", "-w", merge_ws)
     assert_clean_error(proc, 1, "is a half_face face but the model merges full_face", "--face-type full")
+
+
+class _MeanXSeg:
+    """A stand-in XSeg whose 'mask' is the crop's brightness: content-dependent, so where each mask
+    lands in the model's crop can be checked."""
+
+    def __init__(self, res: int, face_type: str):
+        self.res, self.face_type, self.id = res, face_type, "mean"
+
+    def predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        return np.stack([c.mean(axis=2) / 255 for c in crops]).astype(np.float32)
+
+
+def test_xseg_masks_land_in_the_models_crop(merge_ws: Path, model: MergeModel):
+    from facelab.merge.pipeline import xseg_masks
+
+    plan = next(p for p in plan_frames(Workspace(merge_ws), model.face_type) if p.faces)
+    frame = cv2.imread(str(plan.path))
+    s = validate({})
+    cut = cut_faces(frame, plan, model.res, model.face_type, s)
+    pred = np.stack([c["dst_crop"] for c in cut])[..., ::-1].copy()  # any image: BGR reversed
+    crop = cut[0]["dst_crop"]
+    for res in (model.res, 2 * model.res):  # XSeg at the model's size, or twice it
+        prd, dst = xseg_masks(_MeanXSeg(res, model.face_type), frame, cut, pred)
+        assert np.abs(dst[0] - crop.mean(axis=2)).mean() < 0.02, res  # the dst face, where it is
+        assert np.abs(prd[0] - pred[0].mean(axis=2)).mean() < 0.02, res
+    prd, dst = xseg_masks(_MeanXSeg(model.res, "head"), frame, cut, pred)  # another face type: re-cropped
+    inner = slice(model.res // 4, 3 * model.res // 4)
+    assert np.abs(dst[0][inner, inner] - crop.mean(axis=2)[inner, inner]).mean() < 0.03
+
+
+def test_xseg_mask_modes_merge_with_an_xseg_model_and_need_one(merge_ws: Path):
+    from facelab.faces import masks
+    from facelab.train.recipes import RECIPES
+    from facelab.train.trainer import TrainOptions, train
+    from facelab.xseg.labels import set_labels
+
+    refused = run_cli("merge", "-w", merge_ws, "--mask-mode", "xseg-dst", "--frames", "1-2", "-q")
+    assert_clean_error(refused, 1, "mask mode xseg-dst needs an XSeg model", "facelab xseg train")
+    for face in load_faceset(merge_ws / "data_dst" / "aligned").faces[:4]:  # label the hulls
+        hull = (masks.hull_mask(face.meta.landmarks, face.meta.size) > 127).astype(np.uint8)
+        contours = cv2.findContours(hull, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
+        contour = max(contours, key=cv2.contourArea)
+        set_labels(face.path, [meta.Polygon(True, contour[:, 0].astype(float))])
+    opts = TrainOptions(target_iter=3, arch={"resolution": 64, "base_ch": 8},
+                        model_options={"resolution": 64}, seed=1, preview=False)  # fmt: skip
+    train(Workspace(merge_ws), RECIPES["xseg"], "occl", opts)
+    for mode in ("xseg-dst", "learned-prd*learned-dst*xseg-prd*xseg-dst"):
+        done = run_cli("merge", "-w", merge_ws, "--mask-mode", mode, "--xseg-model", "occl",
+                       "--frames", "1-2", "-q")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "merged 2 frames" in done.stdout, done.stdout

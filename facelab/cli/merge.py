@@ -37,6 +37,8 @@ def register(sub, common) -> None:
         "its own settings. Every setting can also come from --config FILE (YAML or JSON).",
     )
     p.add_argument("--model", help="model name (default: the most recently saved model)")
+    p.add_argument("--xseg-model", metavar="NAME",
+                   help="the XSeg model for the xseg mask modes (default: xseg)")  # fmt: skip
     p.add_argument("--config", type=Path, help="YAML or JSON file of settings (flags override it)")
     p.add_argument(
         "--frames", type=frame_range, metavar="A-B", help="merge only these frames, with these settings"
@@ -73,7 +75,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     changes = load_config(args.config, OPTIONS) if args.config else {}
     changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     try:
-        model = MergeModel(folder, device=args.device)
+        model = MergeModel(folder, device=args.device, xseg=args.xseg_model)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}{folder.restore_hint()}") from None
     if args.preview is not None:

@@ -134,3 +134,13 @@ def warp_face(image: np.ndarray, mat: np.ndarray, size: int) -> np.ndarray:
 def crop_quad(mat: np.ndarray, size: int) -> np.ndarray:
     """The aligned crop's corners in frame pixels: top-left, top-right, bottom-right, bottom-left."""
     return transform_points([(0, 0), (size, 0), (size, size), (0, size)], mat, invert=True)
+
+
+def crop_for_model(
+    face_type: str, meta_size: int, landmarks: np.ndarray, res: int, model_type: str
+) -> np.ndarray:
+    """2x3 affine from the aligned image to the model's crop (a plain resize when the types match)."""
+    if face_type == model_type:
+        s = res / meta_size
+        return np.array([[s, 0, 0], [0, s, 0]], np.float64)
+    return face_transform(landmarks, res, model_type)

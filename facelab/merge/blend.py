@@ -31,6 +31,8 @@ class FaceInput:
     dst_mask: np.ndarray  # the dst decoder's mask of the dst face
     hull: np.ndarray  # the landmark hull in crop space
     motion: tuple[float, float] | None = None  # face motion per frame, crop pixels
+    xseg_prd: np.ndarray | None = None  # XSeg's mask of the model's face (xseg mask modes)
+    xseg_dst: np.ndarray | None = None  # XSeg's mask of the dst face, in crop space
 
     @property
     def res(self) -> int:
@@ -40,7 +42,9 @@ class FaceInput:
 def face_mask(face: FaceInput, mode: str) -> np.ndarray:
     """The mask named by `mode`: parts joined by * (both) or + (either)."""
     parts = {"full": np.ones_like(face.hull), "dst": face.hull, "learned-prd": face.pred_mask,
-             "learned-dst": face.dst_mask}  # fmt: skip
+             "learned-dst": face.dst_mask, "xseg-prd": face.xseg_prd, "xseg-dst": face.xseg_dst}  # fmt: skip
+    if any(parts[p] is None for p in mode.replace("+", "*").split("*")):
+        raise FacelabError(f"mask mode {mode} needs the XSeg masks: merge with an XSeg model")
     if "+" in mode:
         return np.clip(sum(parts[p] for p in mode.split("+")), 0, 1)
     mask = np.ones_like(face.hull)

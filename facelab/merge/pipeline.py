@@ -30,9 +30,10 @@ from facelab.faces.faceset import load_faceset
 from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
-from facelab.models.folder import ModelFolder, load_network
+from facelab.models.folder import ModelFolder, find_model, load_network
 from facelab.procs import clean_pool
 from facelab.workspace import Workspace, numbered_images
+from facelab.xseg.apply import XSegPredictor
 
 BATCH = 8  # faces per model call
 
@@ -48,14 +49,43 @@ class FramePlan:
 class MergeModel:
     """A trained model in inference mode: crops in, (face, face mask, dst mask) out."""
 
-    def __init__(self, folder: ModelFolder, device: str = "auto", precision: str = "auto"):
+    def __init__(self, folder: ModelFolder, device: str = "auto", precision: str = "auto",
+                 xseg: str | None = None):  # fmt: skip
         self.device = pick_device(device)
         self.model, ckpt = load_network(folder, self.device)
+        self._xseg_root, self._xseg_name, self._xseg = folder.path.parent, xseg or "xseg", None
         self.name = folder.path.name
         self.face_type = ckpt.config["face_type"]
         self.res = int(self.model.config["resolution"])
         self.precision = pick_precision(precision, self.device)
         self.id = f"{self.name}@{ckpt.state.get('iteration')}"
+
+    def xseg(self, mode: str) -> XSegPredictor:
+        """The XSeg model for the xseg mask modes (loaded on first use)."""
+        if self._xseg is None:
+            try:
+                folder = find_model(self._xseg_root, self._xseg_name, "XSeg")
+            except FacelabError:
+                raise FacelabError(
+                    f"mask mode {mode} needs an XSeg model, and {self._xseg_root} has none named "
+                    f"{self._xseg_name!r}: train one with `facelab xseg train`, or name one with --xseg-model"
+                ) from None
+            self._xseg = XSegPredictor(folder, str(self.device))
+        return self._xseg
+
+    def id_for(self, settings: dict) -> str:
+        """What made a frame, for the journal: the model, and the XSeg model if the mask uses it."""
+        mode = settings["mask_mode"]
+        return f"{self.id}+{self.xseg(mode).id}" if "xseg" in mode else self.id
+
+    def faces(self, frame: np.ndarray, cut: list[dict], pred, pmask, dmask, s: dict) -> list[FaceInput]:
+        """The blend's inputs for one frame's faces (their predictions given), with the XSeg masks
+        when the mask mode needs them."""
+        xprd = xdst = [None] * len(cut)
+        if cut and "xseg" in s["mask_mode"]:
+            xprd, xdst = xseg_masks(self.xseg(s["mask_mode"]), frame, cut, pred)
+        return [FaceInput(f["mat"], f["dst_crop"], pred[i], pmask[i], dmask[i], f["hull"], f["motion"],
+                          xprd[i], xdst[i]) for i, f in enumerate(cut)]  # fmt: skip
 
     @torch.inference_mode()
     def predict(
@@ -78,6 +108,24 @@ class MergeModel:
             f, mk, dm = (t.float().cpu().numpy() for t in out)
             face[sel], mask[sel], dst_mask[sel] = f.transpose(0, 2, 3, 1), mk[:, 0], dm[:, 0]
         return face, mask, dst_mask
+
+
+def xseg_masks(xseg: XSegPredictor, frame: np.ndarray, cut: list[dict],
+               pred: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:  # fmt: skip
+    """XSeg's masks of the predicted faces (resized to XSeg's input, as the reference does) and of the
+    dst faces (cut from the frame at XSeg's own face type, then moved into the model's crop)."""
+    res = pred.shape[1]
+    faces = [cv2.resize(np.clip(p * 255 + 0.5, 0, 255).astype(np.uint8), (xseg.res, xseg.res),
+                        interpolation=cv2.INTER_CUBIC) for p in pred[: len(cut)]]  # fmt: skip
+    prd = [cv2.resize(m, (res, res), interpolation=cv2.INTER_LINEAR) for m in xseg.predict(faces)]
+    mats = [face_transform(f["landmarks"], xseg.res, xseg.face_type) for f in cut]
+    size, cubic = (xseg.res, xseg.res), cv2.INTER_CUBIC
+    crops = [cv2.warpAffine(frame, m, size, flags=cubic, borderMode=cv2.BORDER_REPLICATE) for m in mats]
+    dst = []
+    for f, m, mask in zip(cut, mats, xseg.predict(crops), strict=True):
+        to_crop = np.vstack([f["crop_mat"], [0, 0, 1]]) @ np.linalg.inv(np.vstack([m, [0, 0, 1]]))
+        dst.append(cv2.warpAffine(mask, to_crop[:2], (res, res), flags=cv2.INTER_LINEAR))
+    return prd, dst
 
 
 def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
@@ -138,6 +186,8 @@ def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, sett
         # The face is pasted with the crop scaled about its centre: larger for face_scale > 0.
         out.append({
             "mat": (scale @ np.vstack([mat, [0, 0, 1]]))[:2],
+            "crop_mat": mat,
+            "landmarks": lm,
             "dst_crop": crop.astype(np.float32) / 255,
             "hull": masks.hull_mask(pts, res).astype(np.float32) / 255,
             "motion": motion,
@@ -183,7 +233,7 @@ def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
         if only and not only[0] <= plan.number <= only[1]:
             continue
         s = session.for_frame(plan.number)
-        h = settings_hash(s, model.id)
+        h = settings_hash(s, model.id_for(s))
         name = plan.path.stem
         if (
             done.get(name) == h
@@ -244,14 +294,9 @@ def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
                     pred, pmask, dmask = model.predict(np.stack(crops), np.array(morphs))
                 k = 0
                 for plan, s, h, frame, cut in batch:
-                    faces = []
-                    for f in cut:
-                        faces.append(
-                            FaceInput(
-                                f["mat"], f["dst_crop"], pred[k], pmask[k], dmask[k], f["hull"], f["motion"]
-                            )
-                        )
-                        k += 1
+                    n = len(cut)
+                    faces = model.faces(frame, cut, pred[k : k + n], pmask[k : k + n], dmask[k : k + n], s)
+                    k += n
                     name = plan.path.stem
                     fut = pool.submit(
                         blend_and_write, frame, faces, s, merged_dir / f"{name}.png", mask_dir / f"{name}.png"
@@ -281,8 +326,7 @@ def render_frame(model: MergeModel, plan: FramePlan, s: dict) -> tuple[np.ndarra
     faces = []
     if cut:
         pred, pmask, dmask = model.predict(np.stack([f["dst_crop"] for f in cut]), s["morph"])
-        faces = [FaceInput(f["mat"], f["dst_crop"], pred[i], pmask[i], dmask[i], f["hull"], f["motion"])
-                 for i, f in enumerate(cut)]  # fmt: skip
+        faces = model.faces(frame, cut, pred, pmask, dmask, s)
     return merge_frame(frame, faces, s)
 
 

@@ -6,9 +6,10 @@ from facelab.color import MODES as COLOR_MODES
 from facelab.options import Option
 
 MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
-# The XSeg modes join this list once XSeg exists; masks.py builds each from named parts.
+# blend.face_mask builds each from named parts; the xseg ones need an XSeg model (--xseg-model).
 MASK_MODES = (
     "full", "dst", "learned-prd", "learned-dst", "learned-prd*learned-dst", "learned-prd+learned-dst",
+    "xseg-prd", "xseg-dst", "xseg-prd*xseg-dst", "learned-prd*learned-dst*xseg-prd*xseg-dst",
 )  # fmt: skip
 
 OPTIONS = [

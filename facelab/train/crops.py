@@ -8,19 +8,9 @@ import cv2
 import numpy as np
 
 from facelab.faces import masks
-from facelab.faces.align import face_transform
+from facelab.faces.align import crop_for_model
 from facelab.faces.meta import Polygon
 from facelab.media.images import DamagedImage, read_image
-
-
-def crop_for_model(
-    face_type: str, meta_size: int, landmarks: np.ndarray, res: int, model_type: str
-) -> np.ndarray:
-    """2x3 affine from the aligned image to the model's crop (a plain resize when the types match)."""
-    if face_type == model_type:
-        s = res / meta_size
-        return np.array([[s, 0, 0], [0, s, 0]], np.float64)
-    return face_transform(landmarks, res, model_type)
 
 
 @dataclass

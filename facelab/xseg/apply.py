@@ -18,10 +18,10 @@ import torch
 from facelab import progress
 from facelab.device import pick_device
 from facelab.errors import FacelabError
+from facelab.faces.align import crop_for_model
 from facelab.faces.faceset import AlignedFace, editing, load_faceset
 from facelab.media.images import DamagedImage, read_image
 from facelab.models.folder import WEIGHTS, ModelFolder, load_network
-from facelab.train.crops import crop_for_model
 from facelab.xseg.labels import write_face
 
 
