@@ -318,3 +318,35 @@ def test_xseg_layers_follow_tensorflow_semantics():
         assert np.abs(frn(torch.from_numpy(x)).numpy() - ref).max() < 1e-5
         tau = np.array([0, -0.5])[per_channel]
         assert np.array_equal(tlu(torch.from_numpy(x)).numpy(), np.maximum(x, tau))
+
+
+@pytest.mark.parametrize("folder, manifest, kind, arch", [
+    ("model_liae", "liae_SAEHD_src_dst_opt_manifest.json", "saehd",
+     {"resolution": 64, "archi": "liae-udt", "ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16}),
+    ("model_amp", "amp_AMP_src_dst_opt_manifest.json", "amp",
+     {"resolution": 64, "ae_dims": 32, "inter_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16,
+      "morph_factor": 0.5}),
+])  # fmt: skip
+def test_optimizer_files_dfl_wrote_map_onto_ours_one_to_one(dfl_files: Path, tmp_path: Path, folder, manifest,
+                                                           kind, arch):  # fmt: skip
+    """DFL's optimiser files are too large for shared/, but their manifests list every array: an
+    AdaBelief file with exactly those names and shapes imports completely (AMP's inters untrained)."""
+    listed = json.loads((dfl_files / folder / manifest).read_text())["arrays"]
+    dfl = _copy(dfl_files / folder, tmp_path / "dfl")
+    rng = np.random.default_rng(0)
+    arrays = {k: (np.int64(8) if k == "iters:0" else rng.standard_normal(shape).astype(dtype))
+              for k, (shape, dtype) in listed.items()}  # fmt: skip
+    pickles.dump(dfl / manifest.replace("_manifest.json", ".npy"), arrays)
+    proc = _import(tmp_path / "ws", dfl)
+    assert proc.returncode == 0, proc.stderr
+    assert "starts fresh" not in proc.stdout and "start at zero" not in proc.stdout, proc.stdout
+    (found,) = (tmp_path / "ws" / "model").iterdir()
+    ckpt = ModelFolder(found).load()
+    assert len(ckpt.optimizer) == len(listed) - 1  # every array but the iteration counter
+    net = create_model(kind, **arch)
+    dfl_names = names.parts(net)
+    for ours, t in ckpt.optimizer.items():
+        slot, _, param = ours.partition("/")
+        part, key = dfl_names[param]
+        dfl_key = f"{'ms' if slot == 'm' else 'vs'}_{part}/{key.replace(':', '_')}:0"
+        assert torch.equal(names.to_dfl(t), torch.from_numpy(arrays[dfl_key])), ours

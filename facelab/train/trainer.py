@@ -166,9 +166,10 @@ class TrainingRun:
         gens = sample_generators(self.seed, side, "augment", start=first, count=size)
         warped, target, mask = augment(images, masks, r.augment_for(side), gens, warp)
         if r.loss == "xseg":  # the mask must not depend on colour, blur or what is behind the face
-            others = self.data[side].images[self.samplers[side].indices(first + 7919, size).to(self.device)]
             gens = sample_generators(self.seed, side, "xseg", start=first, count=size)
-            warped = xseg_input_augment(warped, mask[:, :1], others.float().div(255), gens)
+            pick = torch.cat([torch.randint(len(self.data[side]), (1,), generator=g) for g in gens])
+            others = self.data[side].images[pick.to(self.device)].float().div(255)  # backgrounds
+            warped = xseg_input_augment(warped, mask[:, :1], others, gens)
         if side == "src" and r.hsv_power:
             hsv = sample_generators(self.seed, "hsv", start=first, count=size)
             warped = hsv_jitter(warped, r.hsv_power, hsv)
