@@ -406,3 +406,50 @@ def test_a_restarted_server_still_shows_the_jobs_that_run(ui_ws: Path):
         assert second.get("/api/jobs")[1]["jobs"][0]["seconds"] == ended["seconds"]  # its run time, fixed
     finally:
         second.stop()
+
+
+def test_xseg_editor_labels_a_face_and_trains_from_the_page(server: Server, ui_ws: Path, page):
+    """Draw an include and an exclude polygon by clicks, undo one point, save, reload: the polygons are
+    in the face's metadata. Then train XSeg as a job from the page and see its preview appear."""
+    import numpy as np
+
+    from facelab.faces import meta
+
+    page.goto(server.url + "#xseg")
+    page.wait_for_function("document.querySelector('#xs-name').textContent.includes('(1 /')")
+    first = sorted((ui_ws / "data_dst" / "aligned").glob("*.jpg"))[0]
+    size = meta.read(first).size
+    canvas = page.locator("#xs-canvas")
+    box = canvas.bounding_box()
+    k = box["width"] / size  # screen pixels per face pixel
+
+    def click(x: float, y: float) -> None:
+        canvas.click(position={"x": x * k, "y": y * k})
+
+    for x, y in ((40, 40), (216, 40), (216, 216), (40, 216)):
+        click(x, y)
+    page.keyboard.press("Enter")
+    page.keyboard.press("w")  # exclude mode
+    for x, y in ((100, 100), (160, 100), (160, 160), (60, 200)):
+        click(x, y)
+    page.keyboard.press("Control+z")  # the last point goes
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelector('#xs-polys').textContent === '2 polygons'")
+    _shot(page, "xseg-editor")
+    page.keyboard.press("s")
+    page.wait_for_function("document.querySelector('#xs-saved').textContent.startsWith('saved')")
+    stored = meta.read(first).polygons
+    assert [p.include for p in stored] == [True, False]
+    assert [len(p.points) for p in stored] == [4, 3]
+    assert np.abs(stored[0].points[2] - [216, 216]).max() < 1
+    assert np.abs(stored[1].points[1] - [160, 100]).max() < 1
+    page.reload()
+    page.wait_for_function("document.querySelector('#xs-polys').textContent === '2 polygons'")
+    assert page.locator("#xs-strip img.labelled").count() == 1
+
+    page.fill("#xs-train-res", "64")
+    page.fill("#xs-train-iter", "2")
+    page.click("#xs-train")
+    page.wait_for_function("document.querySelector('#xs-preview').naturalWidth > 0", timeout=240_000)
+    assert (ui_ws / "model" / "xseg_XSeg" / "preview.jpg").exists()
+    _shot(page, "xseg-trained")

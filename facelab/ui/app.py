@@ -38,6 +38,7 @@ from facelab.ui.common import EXTRACT_FORM, EXTRACT_OPTIONS, ApiError, Context, 
 from facelab.ui.faceset import FacesetPage
 from facelab.ui.merging import MergePage
 from facelab.ui.training import TrainingPage
+from facelab.ui.xseg import XSegPage
 from facelab.workspace import SIDES
 
 STATIC = Path(__file__).with_name("static")
@@ -80,6 +81,7 @@ class Overview:
 def create_app(workspace: Path, token: str | None = None) -> Starlette:
     ui = Context(Path(workspace), token)
     overview, faceset, training, merging = Overview(ui), FacesetPage(ui), TrainingPage(ui), MergePage(ui)
+    xseg = XSegPage(ui)
 
     def guard(handler):
         async def run(request: Request):
@@ -125,6 +127,11 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
         Route("/api/faces/{side}/sort", guard(faceset.sort_faces), methods=["POST"]),
         Route("/api/faces/{side}/extract", guard(faceset.extract_faces), methods=["POST"]),
         Route("/api/faces/{side}/{name}", guard(faceset.face_image)),
+        Route("/api/xseg/{side}", guard(xseg.faces)),
+        Route("/api/xseg/{side}/propose", guard(xseg.propose)),
+        Route("/api/xseg/{side}/{name}", guard(xseg.face)),
+        Route("/api/xseg/{side}/{name}", guard(xseg.save), methods=["POST"]),
+        Route("/api/xseg/{side}/{name}/mask", guard(xseg.mask)),
         Route("/api/train/options", guard(training.train_options)),
         Route("/api/train/start", guard(training.train_start), methods=["POST"]),
         Route("/api/train/command", guard(training.train_command), methods=["POST"]),

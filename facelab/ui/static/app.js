@@ -78,6 +78,7 @@ function showPage(page) {
   for (const b of document.querySelectorAll(".tab")) b.classList.toggle("active", b.dataset.page === page);
   if (page === "faceset") loadFaces();
   if (page === "merge") loadMerge();
+  if (page === "xseg") loadXseg().catch(() => {});  // xseg.js
 }
 
 async function refreshStatus() {
@@ -470,6 +471,8 @@ document.addEventListener("keydown", async (e) => {
   if (state.page === "merge") {
     if (e.key === "Tab") e.preventDefault();
     try { if (await mergeKey(e)) e.preventDefault(); } catch (err) { /* shown in the banner */ }
+  } else if (state.page === "xseg") {
+    if (xsegKey(e)) e.preventDefault();  // xseg.js
   } else if (state.page === "training") {
     const key = { s: "s", b: "b", p: "p", Enter: "enter" }[e.key];
     if (key) { e.preventDefault(); trainerKey(key).catch(() => {}); }
