@@ -453,3 +453,12 @@ def test_xseg_editor_labels_a_face_and_trains_from_the_page(server: Server, ui_w
     page.wait_for_function("document.querySelector('#xs-preview').naturalWidth > 0", timeout=240_000)
     assert (ui_ws / "model" / "xseg_XSeg" / "preview.jpg").exists()
     _shot(page, "xseg-trained")
+    page.wait_for_function("document.querySelector('#xs-model').value === 'xseg_XSeg'")
+    page.click("#xs-propose")  # the least certain unlabelled faces, by the new model's predictions
+    page.wait_for_function("document.querySelectorAll('#xs-proposals button').length === 8", timeout=120_000)
+    texts = page.locator("#xs-proposals button").all_inner_texts()
+    doubts = [float(t.rsplit("(", 1)[1].rstrip(")")) for t in texts]
+    assert doubts == sorted(doubts, reverse=True) and doubts[0] > 0
+    proposed = texts[0].split(" ")[0]
+    page.locator("#xs-proposals button").first.click()
+    page.wait_for_function(f"document.querySelector('#xs-name').textContent.startsWith('{proposed}')")
