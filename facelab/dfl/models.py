@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -21,10 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from facelab import __version__
 from facelab.dfl import names, pickles
 from facelab.errors import FacelabError
-from facelab.faces.align import canonical_face_type
 from facelab.fsutil import write_bytes_atomic
 from facelab.models import discriminators
 from facelab.models.amp import FROZEN_PREFIXES
@@ -314,9 +311,9 @@ def history_from(losses) -> LossHistory:
     return history
 
 
-def _read_xseg(model: DflModel, dfl: dict) -> tuple[nn.Module, Tensors, dict, int]:
-    """DFL's XSeg: `XSeg_<resolution>.npy`, its RMSprop state `XSeg_<resolution>_opt.npy`, and the
-    options face_type, batch_size and pretrain."""
+def _read_xseg(model: DflModel) -> tuple[nn.Module, Tensors]:
+    """DFL's XSeg: `XSeg_<resolution>.npy` (its resolution in the name) and its RMSprop state
+    `XSeg_<resolution>_opt.npy`."""
     found = sorted(p for p in model.folder.glob("XSeg_*.npy") if not p.stem.endswith("_opt"))
     if not found or not found[0].stem.split("_")[1].isdigit():
         raise DflError(f"{model.folder}: no XSeg_<resolution>.npy beside {model.file(DATA).name}")
@@ -324,21 +321,14 @@ def _read_xseg(model: DflModel, dfl: dict) -> tuple[nn.Module, Tensors, dict, in
     try:
         with torch.device("meta"):
             net = create_model("xseg", resolution=resolution)
-        options = {"face_type": str(dfl.get("face_type", "wf")), "batch_size": int(dfl.get("batch_size", 4)),
-                   "pretrain": bool(dfl.get("pretrain", False))}  # fmt: skip
-        face_type = canonical_face_type(options["face_type"])
     except ValueError as exc:
-        raise DflError(f"{model.file(DATA)}: {exc}") from None
+        raise DflError(f"{found[0]}: {exc}") from None
     mapping = names.parts(net)
     got = Tensors(weights=_read_network(model, net, mapping))
     params = {n: ("XSeg", mapping[n][1]) for n in _trained(net)}
     got.optimizer = _read_optimizer(model.file(f"{resolution}_opt.npy"), params, net.state_dict(), False,
                                     "model", got.notes)  # fmt: skip
-    config = {"model": "xseg", "class": "XSeg", "face_type": face_type, "architecture": net.config,
-              "training": {"optimizer": "rmsprop", "lr": 1e-4, "lr_dropout": 0.3}, "options": options,
-              "created": datetime.now().isoformat(timespec="seconds"), "facelab": __version__,
-              "torch": torch.__version__}  # fmt: skip
-    return net, got, config, options["batch_size"]
+    return net, got
 
 
 def history_to(history: dict, iteration: int) -> list[list[float]]:
@@ -378,14 +368,14 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
         raise DflError(f"{data_path} is not a DeepFaceLab model's data file (no options)")
     iteration = int(data.get("iter", 0) or 0)
     history = history_from(data.get("loss_history"))
+    arch, options, notes = map_options(kind, data["options"], data_path)
     if kind == "xseg":
-        net, got, config, batch = _read_xseg(model, data["options"])
-        notes = []
+        net, got = _read_xseg(model)
+        options["resolution"] = net.resolution
     else:
-        arch, options, notes = map_options(kind, data["options"], data_path)
         net, got = read_model(model, kind, arch, options)
-        rec = with_options(recipe(kind), options)
-        config, batch = new_config(rec, net.config, options if model_options.specs(kind) else {}), rec.batch
+    rec = with_options(recipe(kind), options)
+    config, batch = new_config(rec, net.config, options if model_options.specs(kind) else {}), rec.batch
     config["imported"] = {
         "from": "DeepFaceLab",
         "class": model.class_name,

@@ -97,7 +97,8 @@ def with_options(base: Recipe, options: dict) -> Recipe:
         return base
     o = options
     if base.loss == "xseg":
-        return replace(base, face_type=canonical_face_type(o["face_type"]), batch=o["batch_size"])
+        return replace(base, face_type=canonical_face_type(o["face_type"]), batch=o["batch_size"],
+                       lr=o["learning_rate"], lr_dropout=0.3 if o["lr_dropout"] else 1.0)  # fmt: skip
     r = replace(
         base,
         face_type=canonical_face_type(o["face_type"]),
