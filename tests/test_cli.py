@@ -12,7 +12,7 @@ WORKFLOW = ["info", "workspace", "extract-frames", "extract-faces", "sort", "fil
             "train", "models", "import-dfl", "export-dfl", "merge", "make-video", "run", "ui",
             "demo"]  # fmt: skip
 NESTED = {"workspace": ["init"], "faceset": ["sheet", "convert-dfl"],
-          "xseg": ["train", "apply", "remove", "remove-labels", "fetch", "labels"],
+          "xseg": ["train", "apply", "remove", "remove-labels", "fetch", "export", "labels"],
           "models": ["list", "rename", "delete", "restore"]}  # fmt: skip
 
 

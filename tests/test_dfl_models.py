@@ -21,7 +21,7 @@ from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.discriminators import for_options
 from facelab.models.folder import TRASH, ModelFolder, load_network
 from facelab.models.registry import create_model
-from facelab.models.xseg import FRN, TLU, UpConvBlock, blur_pool
+from facelab.models.xseg import FRN, TLU, BlurPool, UpConvBlock
 from facelab.train import model_options
 from facelab.train.optim import OPTIMIZERS
 from facelab.train.recipes import recipe, with_options
@@ -304,7 +304,7 @@ def test_xseg_layers_follow_tensorflow_semantics():
         padded = np.pad(img[0, 0], ((before, after), (before, after)))
         ref = np.array([[np.sum(padded[2 * i : 2 * i + size, 2 * j : 2 * j + size] * k) for j in range(4)]
                         for i in range(4)])  # fmt: skip
-        assert np.abs(blur_pool(torch.from_numpy(img), size)[0, 0].numpy() - ref).max() < 1e-6, size
+        assert np.abs(BlurPool(1, size)(torch.from_numpy(img))[0, 0].numpy() - ref).max() < 1e-6, size
     frn, tlu = FRN(2), TLU(2)
     with torch.no_grad():
         frn.weight.copy_(torch.tensor([2.0, 0.5]))

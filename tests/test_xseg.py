@@ -15,7 +15,7 @@ import torch
 
 from facelab.faces import masks, meta
 from facelab.faces.faceset import load_faceset
-from facelab.models.folder import ModelFolder
+from facelab.models.folder import ModelFolder, load_network
 from facelab.train.crops import FaceJob, load_face
 from facelab.train.recipes import RECIPES
 from facelab.train.trainer import TrainOptions, train
@@ -140,3 +140,23 @@ def test_face_training_uses_the_applied_mask_and_survives_a_damaged_one(xseg_ws:
     assert got[:, :30].min() == 255 and got[:, 34:].max() == 0  # the applied mask, not the hull
     broken, damaged = loaded("whole_face", data=b"\x89PNG\r\n\x1a\nnot really")
     assert damaged and np.array_equal(broken, loaded("whole_face")[0])  # the hull instead, flagged
+
+
+def test_xseg_exports_to_onnx_as_deepfacelab_lays_it_out(xseg_ws: Path):
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is missing (pip install .[dev])")
+    _xseg(xseg_ws, "xseg", 2)
+    proc = run_cli("xseg", "export", "-w", xseg_ws, "-q")
+    assert proc.returncode == 0, proc.stderr
+    path = xseg_ws / "model" / "xseg_XSeg.onnx"
+    session = ort.InferenceSession(str(path))
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert (inp.name, inp.shape[1:]) == ("in_face:0", [64, 64, 3])
+    assert (out.name, out.shape[1:]) == ("out_mask:0", [64, 64, 1])
+    faces = np.random.default_rng(0).random((3, 64, 64, 3), dtype=np.float32)
+    got = session.run(None, {"in_face:0": faces})[0]
+    net, _ = load_network(ModelFolder.of(xseg_ws / "model", "xseg", "XSeg"))
+    with torch.no_grad():
+        want = torch.sigmoid(net(torch.from_numpy(faces).permute(0, 3, 1, 2))).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got - want).max() < 1e-4
+    again = run_cli("xseg", "export", "-w", xseg_ws)
+    assert_clean_error(again, 1, "xseg_XSeg.onnx already exists", "--overwrite")

@@ -58,6 +58,13 @@ def register(sub, common) -> None:
     f.add_argument("--overwrite", action="store_true", help="replace different files of the same name there")
     f.set_defaults(handler=cmd_fetch)
 
+    e = xsub.add_parser("export", parents=[common], help="write an XSeg model as ONNX (DeepFaceLab's layout)")
+    e.add_argument("--model", default="xseg", help="the XSeg model (default: xseg)")
+    e.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default: onnx)")
+    e.add_argument("--out", type=Path, help="the file (default: model/<name>_XSeg.onnx)")
+    e.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
+    e.set_defaults(handler=cmd_export)
+
     lab = xsub.add_parser("labels", parents=[common], help="export or import the label polygons as JSON")
     lsub = lab.add_subparsers(dest="labels_action", metavar="export|import", required=True)
     for action, helptext in (("export", "write every labelled face's polygons to FILE.json"),
@@ -97,6 +104,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     done = apply_masks(folder, model)
     extra = f"; {len(done.damaged)} damaged images skipped (e.g. {done.damaged[0]})" if done.damaged else ""
     say(f"{folder}: masked {done.masked} faces with {model.id}, {done.already} already done{extra}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from facelab.xseg.export import INPUT, OUTPUT, export_onnx
+
+    ws = workspace_from(args)
+    folder = find_model(ws.model_dir, args.model, "XSeg")
+    out = export_onnx(folder, args.out or ws.model_dir / f"{folder.path.name}.onnx", args.overwrite)
+    say(f"wrote {out}: input {INPUT} [N, res, res, 3] BGR 0..1 NHWC, output {OUTPUT} [N, res, res, 1]")
     return 0
 
 

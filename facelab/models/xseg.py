@@ -69,14 +69,20 @@ class UpConvBlock(ConvBlock):
         return self.tlu(self.frn(self.conv(x)[..., :h, :w]))
 
 
-def blur_pool(x: torch.Tensor, size: int) -> torch.Tensor:
+class BlurPool(nn.Module):
     """Anti-aliased stride-2 downsampling: a normalised binomial filter, zero-padded
-    floor((size-1)/2) before and ceil((size-1)/2) after, per channel."""
-    a = torch.tensor(_BLUR[size], dtype=x.dtype, device=x.device)
-    k = a[:, None] * a[None, :]
-    k = (k / k.sum()).expand(x.shape[1], 1, size, size)
-    before, after = (size - 1) // 2, size // 2
-    return F.conv2d(F.pad(x, (before, after, before, after)), k, stride=2, groups=x.shape[1])
+    floor((size-1)/2) before and ceil((size-1)/2) after, per channel. The filter is a fixed,
+    unsaved buffer (the reference's BlurPool has no weights)."""
+
+    def __init__(self, ch: int, size: int):
+        super().__init__()
+        a = torch.tensor(_BLUR[size])
+        k = a[:, None] * a[None, :]
+        self.register_buffer("kernel", (k / k.sum()).expand(ch, 1, size, size).clone(), persistent=False)
+        self.pad = ((size - 1) // 2, size // 2) * 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, self.pad), self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
 
 
 class XSegNet(nn.Module):
@@ -99,6 +105,8 @@ class XSegNet(nn.Module):
         flat = self.low * self.low * w
         self.dense1 = nn.Linear(flat, 512)
         self.dense2 = nn.Linear(512, flat)
+        self.bp = nn.ModuleList([BlurPool(b, 4), BlurPool(2 * b, 3), BlurPool(4 * b, 2), BlurPool(w, 2),
+                                 BlurPool(w, 2), BlurPool(w, 2)])  # fmt: skip
         self.up5 = UpConvBlock(w, 4 * b)
         self.uconv53, self.uconv52, self.uconv51 = c(w + 4 * b, w), c(w, w), c(w, w)
         self.up4 = UpConvBlock(w, 4 * b)
@@ -117,13 +125,14 @@ class XSegNet(nn.Module):
     def forward(self, x: torch.Tensor, pretrain: bool = False) -> torch.Tensor:
         """Logits (N, 1, H, W) for BGR faces in [0, 1], NCHW. `pretrain` drops the skips, as the
         reference's pretraining (reconstruction without shortcuts) does."""
+        bp = self.bp
         x = x0 = self.conv02(self.conv01(x))
-        x = x1 = self.conv12(self.conv11(blur_pool(x, 4)))
-        x = x2 = self.conv22(self.conv21(blur_pool(x, 3)))
-        x = x3 = self.conv33(self.conv32(self.conv31(blur_pool(x, 2))))
-        x = x4 = self.conv43(self.conv42(self.conv41(blur_pool(x, 2))))
-        x = x5 = self.conv53(self.conv52(self.conv51(blur_pool(x, 2))))
-        x = torch.flatten(blur_pool(x, 2), 1)  # C, H, W order
+        x = x1 = self.conv12(self.conv11(bp[0](x)))
+        x = x2 = self.conv22(self.conv21(bp[1](x)))
+        x = x3 = self.conv33(self.conv32(self.conv31(bp[2](x))))
+        x = x4 = self.conv43(self.conv42(self.conv41(bp[3](x))))
+        x = x5 = self.conv53(self.conv52(self.conv51(bp[4](x))))
+        x = torch.flatten(bp[5](x), 1)  # C, H, W order
         x = self.dense2(self.dense1(x)).view(-1, 8 * self.base_ch, self.low, self.low)
         skips = [x5, x4, x3, x2, x1, x0]
         if pretrain:
