@@ -65,7 +65,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from facelab.models.folder import CheckpointError, find_model
 
     ws = workspace_from(args)
-    folder = find_model(ws.model_dir, args.model)
+    folder = find_model(ws.model_dir, args.model, exclude=("XSeg",))
     try:
         session = MergeSession.of(folder, fresh=args.fresh_session)
     except SessionError as exc:

@@ -53,6 +53,9 @@ class MergeModel:
                  xseg: str | None = None):  # fmt: skip
         self.device = pick_device(device)
         self.model, ckpt = load_network(folder, self.device)
+        if not hasattr(self.model, "swap"):
+            raise FacelabError(f"{folder} is an XSeg model: merge with a face model (--model), and name the "
+                               "XSeg model with --xseg-model")  # fmt: skip
         self._xseg_root, self._xseg_name, self._xseg = folder.path.parent, xseg or "xseg", None
         self.name = folder.path.name
         self.face_type = ckpt.config["face_type"]

@@ -402,10 +402,12 @@ def model_folders(model_root: Path, class_name: str | None = None) -> list[Model
     )
 
 
-def find_model(model_root: Path, name: str | None = None, class_name: str | None = None) -> ModelFolder:
+def find_model(model_root: Path, name: str | None = None, class_name: str | None = None,
+               exclude: tuple[str, ...] = ()) -> ModelFolder:  # fmt: skip
     """The model called `name` (its name, or its folder's `<name>_<Class>`), or without a name the
-    most recently saved one; `class_name` picks one kind when a name has several."""
-    folders = model_folders(model_root, class_name)
+    most recently saved one; `class_name` picks one kind when a name has several, and the classes in
+    `exclude` are never picked (merge wants a face model, not an XSeg one)."""
+    folders = [f for f in model_folders(model_root, class_name) if f.class_name not in exclude]
     if name is None:
         if not folders:
             raise FacelabError(f"no trained model in {model_root}: run `facelab train` first")

@@ -30,7 +30,8 @@ class MergePage:
         from facelab.merge.pipeline import MergeModel, plan_frames
 
         ctx = self.ctx
-        folder = ctx.model(folder_name) if folder_name else ctx.checked(find_model(ctx.ws.model_dir))
+        folder = ctx.model(folder_name) if folder_name else ctx.checked(find_model(ctx.ws.model_dir,
+                                                                                   exclude=("XSeg",)))
         iteration = folder.read_json(STATE).get("iteration")
         with self._merge_lock:
             if self._merger is None or self._merger[:2] != (folder.path, iteration):

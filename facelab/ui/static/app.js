@@ -103,7 +103,8 @@ async function refreshStatus() {
     $("tr-names").replaceChildren(...s.models.filter((m) => m.kind === $("tr-kind").value)
       .map((m) => new Option(m.name)));
     const current = $("mg-model").value;
-    $("mg-model").replaceChildren(...s.models.map((m) => new Option(`${m.name} (${m.class})`, m.folder)));
+    $("mg-model").replaceChildren(...s.models.filter((m) => m.class !== "XSeg")
+      .map((m) => new Option(`${m.name} (${m.class})`, m.folder)));
     if (current) $("mg-model").value = current;
     $("mg-merged").textContent = `${s.merged} merged frames` + (s.result ? ", result.mp4 made" : "");
     $("mg-merged").dataset.merged = s.merged;
