@@ -151,7 +151,7 @@ def xseg_input_augment(images: torch.Tensor, masks: torch.Tensor, others: torch.
     u = torch.stack([torch.rand(8, generator=g) for g in gens]).to(images.device)
     composite = (u[:, 0] < 0.5).view(b, 1, 1, 1).float()
     keep = masks.clamp(0, 1) + (1 - composite) * (1 - masks.clamp(0, 1))
-    out = images * keep + others.flip(-1) * (1 - keep)
+    out = images * keep + others.flip(-1).flip(-2) * (1 - keep)
     gain = 1 + (u[:, 1] - 0.5) * 0.6  # contrast +-30 %
     shift = (u[:, 2:5] - 0.5) * 0.3  # per-channel colour +-15 %
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
