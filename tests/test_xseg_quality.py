@@ -32,7 +32,7 @@ def test_xseg_masks_occluders_better_than_the_landmark_hull(faces_ws: Path, tmp_
     texture = textures(MEDIA, 256)
     make_set(faces[0:120:4], texture, ws / "data_dst" / "aligned", labelled=30, seed=1)
     truth = make_set(faces[2:120:6][:20], texture, ws / "data_src" / "aligned", labelled=0, seed=2)
-    opts = TrainOptions(target_iter=1200, arch={"resolution": 128, "base_ch": 8}, model_options=dict(OPTIONS),
+    opts = TrainOptions(target_iter=1500, arch={"resolution": 128, "base_ch": 8}, model_options=dict(OPTIONS),
                         seed=1, preview=False, status_every_s=3600)  # fmt: skip
     result = train(Workspace(ws), RECIPES["xseg"], "xseg", opts)
     apply_masks(ws / "data_src" / "aligned", XSegPredictor(ModelFolder(result.folder), "cpu"))
