@@ -21,20 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from facelab.device import cpu_summary  # noqa: E402
-from facelab.faces import masks, meta  # noqa: E402
 from facelab.models.folder import ModelFolder  # noqa: E402
 from facelab.train.recipes import RECIPES  # noqa: E402
 from facelab.train.trainer import TrainOptions, train  # noqa: E402
 from facelab.workspace import Workspace  # noqa: E402
 from facelab.xseg.apply import XSegPredictor, apply_masks  # noqa: E402
-from tests.occluders import iou, make_set, textures  # noqa: E402
+from tests.occluders import make_set, score, textures  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
 
@@ -80,12 +78,7 @@ def main() -> None:
     full_rate = apply_rate(ws, full)
     small_ms, small = run(ws, "small", args.resolution, args.base_ch, args.iterations)
     small_rate = apply_rate(ws, small)
-    ious, hulls = [], []
-    for t in truth:
-        mask = masks.decode_xseg_mask(meta.read(t["path"]).xseg_mask)
-        mask = cv2.resize(mask, t["true"].shape[::-1], interpolation=cv2.INTER_LINEAR) > 127
-        ious.append(iou(mask, t["true"]))
-        hulls.append(iou(t["hull"], t["true"]))
+    ious, hulls = score(truth)
     result = {"cpu": " ".join([cpu_summary()[0], *cpu_summary()[1]]), "train_ms_256_base32": round(full_ms),
               "apply_faces_s_256": round(full_rate, 2),
               f"train_ms_{args.resolution}_base{args.base_ch}": round(small_ms),

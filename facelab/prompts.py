@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from facelab.errors import UsageError
 from facelab.options import Option
 
 T = TypeVar("T")
@@ -60,6 +61,16 @@ def ask_option(opt: Option, default: Any = None, label: str | None = None) -> An
 
 def ask_choice(label: str, default: str, choices: Sequence[str], help_text: str = "") -> str:
     return ask_option(Option(label, str, default, help_text, choices=tuple(choices)))
+
+
+def confirm(action: str, question: str) -> bool:
+    """Whether to go ahead with `action`: yes with --yes, else the answer to `question` on a terminal
+    (default no); without a terminal, a UsageError saying that `action` needs --yes."""
+    if _assume_yes:
+        return True
+    if not interactive():
+        raise UsageError(f"{action} needs confirmation: add --yes")
+    return ask_bool(question, False)
 
 
 def ask_bool(label: str, default: bool, help_text: str = "") -> bool:

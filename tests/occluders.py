@@ -88,3 +88,14 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     return float((a & b).sum() / max(1, (a | b).sum()))
 
+
+
+def score(truth: list[dict]) -> tuple[list[float], list[float]]:
+    """(IoU of each face's applied XSeg mask, IoU of its landmark hull), both against the truth."""
+    ours, hull = [], []
+    for t in truth:
+        mask = masks.decode_xseg_mask(meta.read(t["path"]).xseg_mask)
+        mask = cv2.resize(mask, t["true"].shape[::-1], interpolation=cv2.INTER_LINEAR) > 127
+        ours.append(iou(mask, t["true"]))
+        hull.append(iou(t["hull"], t["true"]))
+    return ours, hull

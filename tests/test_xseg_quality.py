@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
-from facelab.faces import masks, meta
 from facelab.models.folder import ModelFolder
 from facelab.train.recipes import RECIPES
 from facelab.train.trainer import TrainOptions, train
 from facelab.workspace import Workspace
 from facelab.xseg.apply import XSegPredictor, apply_masks
 from tests.conftest import MEDIA
-from tests.occluders import iou, make_set, textures
+from tests.occluders import make_set, score, textures
 
 # A new model at 128 px learns fast with lr 1e-3 and no lr dropout (measured: IoU 0.90 after 1500
 # iterations, 0.83 at 64 px, 0.59 after 300 iterations with the reference's 1e-4 and dropout).
@@ -36,12 +34,7 @@ def test_xseg_masks_occluders_better_than_the_landmark_hull(faces_ws: Path, tmp_
                         seed=1, preview=False, status_every_s=3600)  # fmt: skip
     result = train(Workspace(ws), RECIPES["xseg"], "xseg", opts)
     apply_masks(ws / "data_src" / "aligned", XSegPredictor(ModelFolder(result.folder), "cpu"))
-    ours, hull = [], []
-    for t in truth:
-        mask = masks.decode_xseg_mask(meta.read(t["path"]).xseg_mask)
-        mask = cv2.resize(mask, t["true"].shape[::-1], interpolation=cv2.INTER_LINEAR) > 127
-        ours.append(iou(mask, t["true"]))
-        hull.append(iou(t["hull"], t["true"]))
+    ours, hull = score(truth)
     print(f"IoU: XSeg {np.mean(ours):.3f} (worst {np.min(ours):.3f}), landmark hull {np.mean(hull):.3f}")
     assert np.mean(ours) >= 0.85, ours
     assert np.mean(ours) >= np.mean(hull) + 0.10, (np.mean(ours), np.mean(hull))

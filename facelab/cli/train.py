@@ -231,12 +231,9 @@ def cmd_models_rename(args: argparse.Namespace) -> int:
 
 def cmd_models_delete(args: argparse.Namespace) -> int:
     folder = _find(args)
-    if not args.yes:
-        if not prompts.interactive():
-            raise UsageError(f"deleting {folder} needs confirmation: add --yes")
-        if not prompts.ask_bool(f"move {folder} to the trash", False):
-            say("kept")
-            return 1
+    if not prompts.confirm(f"deleting {folder}", f"move {folder} to the trash"):
+        say("kept")
+        return 1
     say(f"moved {folder.name} to {catalog.trash(folder)}")
     return 0
 
@@ -251,12 +248,10 @@ def cmd_models_restore(args: argparse.Namespace) -> int:
         raise FacelabError(f"{folder} has no autobackup{' ' + args.backup if args.backup else ''} to restore")
     slot, state = backups[0]
     current = None if folder.problem() else folder.read_json(STATE).get("iteration")
-    if current is not None and not args.yes:  # a damaged checkpoint is what a restore is for: no need to ask
-        question = (f"{folder.name} is at iteration {current}; replace it with autobackup {slot.name} "
-                    f"(iteration {state.get('iteration')})? The current checkpoint is kept in {BACKUPS}/")
-        if not prompts.interactive():
-            raise UsageError(f"{question.split('?')[0]} needs confirmation: add --yes")
-        if not prompts.ask_bool(question, False):
+    if current is not None:  # a damaged checkpoint is what a restore is for: no need to ask
+        action = (f"{folder.name} is at iteration {current}; replace it with autobackup {slot.name} "
+                  f"(iteration {state.get('iteration')})")
+        if not prompts.confirm(action, f"{action}? The current checkpoint is kept in {BACKUPS}/"):
             say("kept the current checkpoint")
             return 1
     with folder.lock():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from facelab import prompts
 from facelab.cli.common import workspace_from
-from facelab.errors import FacelabError, UsageError
+from facelab.errors import FacelabError
 from facelab.models.folder import find_model
 from facelab.options import add_arguments
 from facelab.progress import say
@@ -125,12 +125,10 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_remove_labels(args: argparse.Namespace) -> int:
     folder = _folder(args)
-    if not args.yes:
-        if not prompts.interactive():
-            raise UsageError(f"deleting every XSeg polygon in {folder} needs confirmation: add --yes")
-        if not prompts.ask_bool(f"delete every XSeg polygon in {folder}", False):
-            say("kept")
-            return 1
+    what = f"every XSeg polygon in {folder}"
+    if not prompts.confirm(f"deleting {what}", f"delete {what}"):
+        say("kept")
+        return 1
     say(f"{folder}: removed the polygons of {labels.remove_labels(folder)} faces")
     return 0
 
