@@ -42,10 +42,7 @@ DATA, OPTIMIZER = "data.dat", "src_dst_opt.npy"  # and SUMMARY, spelt as ours
 AUX_FILES = {GAN: ("GAN.npy", "GAN_opt.npy", {"saehd": "D_src", "amp": "GAN"}),
              CODE: ("code_discriminator.npy", "D_code_opt.npy", {"saehd": "dis"})}  # fmt: skip
 # DeepFaceLab options facelab has no use for, and why (shown in the import's summary).
-NOT_OURS = {
-    "models_opt_on_gpu": "facelab keeps weights and optimiser on the training device",
-    "choosed_gpu_indexes": "pick devices with --device / --gpus",
-}
+NOT_OURS = {"models_opt_on_gpu": "facelab keeps weights and optimiser on the training device"}
 
 
 class DflError(FacelabError):
@@ -146,21 +143,16 @@ def map_options(kind: str, dfl: dict, source: Path) -> tuple[dict, dict, list[st
             notes.append(f"{name}={dfl[name]!r} ({exc}; {spec.default!r} used)")
     if kind == "saehd" and str(dfl.get("lr_dropout", "n")).lower() == "cpu":
         notes.append("lr_dropout='cpu' (imported as y: facelab draws the dropout on the training device)")
-    if kind == "quick96":
-        arch = arch_defaults("quick96")
-    else:
-        arch = {k: options[k] for k in arch_defaults(kind) if k in options}
-    arch.pop("name", None)
+    arch = {k: options.get(k, v) for k, v in arch_defaults(kind).items()}  # Quick96's are fixed
     return arch, options, notes
 
 
 def dfl_options(kind: str, options: dict, kept: dict) -> dict:
     """Our options in DFL's spelling, with the DFL-only options an import kept (`kept`)."""
     out = dict(kept)
-    for name, value in options.items():
-        out[name] = ("y" if value else "n") if name == "lr_dropout" else value
-    if kind == "quick96":
-        return kept
+    if kind != "quick96":  # DFL's Quick96 has no options
+        for name, value in options.items():
+            out[name] = ("y" if value else "n") if name == "lr_dropout" else value
     return out
 
 
