@@ -152,3 +152,17 @@ def train_ws(faces_ws: Path, tmp_path: Path) -> Path:
     for side in ("src", "dst"):
         shutil.copytree(faces_ws / f"data_{side}" / "aligned", ws / f"data_{side}" / "aligned")
     return ws
+
+
+@pytest.fixture(scope="session")
+def trained_ws(faces_ws: Path, tmp_path_factory) -> Path:
+    """faces_ws plus a tiny Quick96-layout model trained 300 iterations."""
+    from facelab.train.recipes import recipe
+    from facelab.train.trainer import train
+    from facelab.workspace import Workspace
+    from tests.train_tiny import tiny_options
+
+    ws = tmp_path_factory.mktemp("trained") / "ws"
+    shutil.copytree(faces_ws, ws)
+    train(Workspace(ws), recipe("quick96"), "m", tiny_options(300, preview=False))
+    return ws

@@ -20,19 +20,6 @@ from facelab.merge.settings import validate
 from facelab.models.folder import ModelFolder
 from facelab.workspace import Workspace
 from tests.conftest import assert_clean_error, run_cli
-from tests.train_tiny import tiny_options
-
-
-@pytest.fixture(scope="session")
-def trained_ws(faces_ws: Path, tmp_path_factory) -> Path:
-    """faces_ws plus a tiny Quick96-layout model trained 300 iterations."""
-    from facelab.train.recipes import recipe
-    from facelab.train.trainer import train
-
-    ws = tmp_path_factory.mktemp("trained") / "ws"
-    shutil.copytree(faces_ws, ws)
-    train(Workspace(ws), recipe("quick96"), "m", tiny_options(300, preview=False))
-    return ws
 
 
 @pytest.fixture
