@@ -160,3 +160,25 @@ def test_xseg_exports_to_onnx_as_deepfacelab_lays_it_out(xseg_ws: Path):
     assert np.abs(got - want).max() < 1e-4
     again = run_cli("xseg", "export", "-w", xseg_ws)
     assert_clean_error(again, 1, "xseg_XSeg.onnx already exists", "--overwrite")
+
+
+def test_apply_recrops_to_the_models_face_type(xseg_ws: Path):
+    """A full-face XSeg model applied to whole faces: each face is cut to full face for the model and
+    the mask is put back where that crop lies in the aligned image (nothing outside it)."""
+    from facelab.faces.align import crop_for_model
+
+    opts = TrainOptions(target_iter=2, arch=dict(TINY), model_options={"resolution": 64, "face_type": "f"},
+                        seed=3, preview=False, status_every_s=0)  # fmt: skip
+    train(Workspace(xseg_ws), RECIPES["xseg"], "full", opts)
+    proc = run_cli("xseg", "apply", "dst", "--model", "full", "-w", xseg_ws, "-q")
+    assert proc.returncode == 0, proc.stderr
+    masked = 0
+    for f in load_faceset(xseg_ws / "data_dst" / "aligned").faces:
+        mask = masks.decode_xseg_mask(f.meta.xseg_mask)
+        mat = crop_for_model(f.meta.face_type, 64, f.meta.landmarks * 64 / f.meta.size, 64, "full_face")
+        inside = cv2.warpAffine(np.ones((64, 64), np.uint8), mat, (64, 64),
+                                flags=cv2.WARP_INVERSE_MAP | cv2.INTER_NEAREST)  # fmt: skip
+        assert mask[cv2.dilate(inside, np.ones((3, 3), np.uint8)) == 0].max(initial=0) == 0, f.path.name
+        assert inside.mean() < 0.9  # the full-face crop is smaller than the whole-face image
+        masked += int((mask[inside > 0] > 0).sum())
+    assert masked > 0  # the model masked something, inside the crops
