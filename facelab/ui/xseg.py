@@ -14,7 +14,6 @@ from starlette.responses import JSONResponse, Response
 
 from facelab.faces import masks, meta
 from facelab.faces.faceset import editing, load_faceset
-from facelab.media.images import DamagedImage, read_image
 from facelab.models.folder import STATE, model_folders
 from facelab.ui.common import ApiError, Body, Context
 from facelab.xseg import labels
@@ -85,13 +84,7 @@ class XSegPage:
         faces = [f for f in load_faceset(self.ctx.ws.aligned_dir(side)).faces if not f.meta.polygons][:SCAN]
         scores = []
         for start in range(0, len(faces), 16):
-            chunk, crops = [], []
-            for f in faces[start : start + 16]:
-                try:
-                    crops.append(model.crop(read_image(str(f.path)), f)[0])
-                    chunk.append(f)
-                except DamagedImage:
-                    continue
+            chunk, crops, _, _, _ = model.crops(faces[start : start + 16])  # damaged images are skipped
             if not crops:
                 continue
             plain = model.predict(crops)

@@ -58,6 +58,22 @@ class XSegPredictor:
                                   borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
         return crop, mat
 
+    def crops(self, faces: list[AlignedFace]) -> tuple[list, list, list, list[int], list[str]]:
+        """(faces read, their crops, crop matrices, image sizes, error lines of damaged images)."""
+        kept, crops, mats, sizes, damaged = [], [], [], [], []
+        for f in faces:
+            try:
+                image = read_image(str(f.path))
+            except DamagedImage as exc:
+                damaged.append(str(exc))
+                continue
+            crop, mat = self.crop(image, f)
+            kept.append(f)
+            crops.append(crop)
+            mats.append(mat)
+            sizes.append(image.shape[0])
+        return kept, crops, mats, sizes, damaged
+
     @torch.no_grad()
     def predict(self, crops: list[np.ndarray]) -> np.ndarray:
         """(N, res, res) float masks in [0, 1] for BGR uint8 crops."""
@@ -85,18 +101,8 @@ def apply_masks(folder: Path, model: XSegPredictor, batch: int = 8) -> Applied:
                 todo.append(f)
         with progress.bar(len(todo), "xseg apply", "face") as bar:
             for start in range(0, len(todo), batch):
-                chunk, crops, mats, sizes = [], [], [], []
-                for f in todo[start : start + batch]:
-                    try:
-                        image = read_image(str(f.path))
-                    except DamagedImage as exc:
-                        result.damaged.append(str(exc))
-                        continue
-                    crop, mat = model.crop(image, f)
-                    chunk.append(f)
-                    crops.append(crop)
-                    mats.append(mat)
-                    sizes.append(image.shape[0])
+                chunk, crops, mats, sizes, damaged = model.crops(todo[start : start + batch])
+                result.damaged += damaged
                 masks = model.predict(crops) if crops else []
                 for f, mask, mat, size in zip(chunk, masks, mats, sizes, strict=True):
                     _, png = cv2.imencode(".png", model.to_aligned(mask, mat, size))
