@@ -147,7 +147,7 @@ def test_xseg_exports_to_onnx_as_deepfacelab_lays_it_out(xseg_ws: Path):
     _xseg(xseg_ws, "xseg", 2)
     proc = run_cli("xseg", "export", "-w", xseg_ws, "-q")
     assert proc.returncode == 0, proc.stderr
-    path = xseg_ws / "model" / "xseg_XSeg.onnx"
+    path = xseg_ws / "model" / "xseg.onnx"
     session = ort.InferenceSession(str(path))
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
     assert (inp.name, inp.shape[1:]) == ("in_face:0", [64, 64, 3])
@@ -159,7 +159,7 @@ def test_xseg_exports_to_onnx_as_deepfacelab_lays_it_out(xseg_ws: Path):
         want = torch.sigmoid(net(torch.from_numpy(faces).permute(0, 3, 1, 2))).permute(0, 2, 3, 1).numpy()
     assert np.abs(got - want).max() < 1e-4
     again = run_cli("xseg", "export", "-w", xseg_ws)
-    assert_clean_error(again, 1, "xseg_XSeg.onnx already exists", "--overwrite")
+    assert_clean_error(again, 1, "xseg.onnx already exists", "--overwrite")
 
 
 def test_apply_recrops_to_the_models_face_type(xseg_ws: Path):

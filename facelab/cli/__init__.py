@@ -30,6 +30,7 @@ workflow (one workspace folder, as in DeepFaceLab):
      facelab import-dfl DIR             bring a DeepFaceLab model across (export-dfl goes back)
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
+     facelab export                  a model as a .dfm for DeepFaceLive
   all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE), before or after it
 """
@@ -43,7 +44,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import dfl, faces, merge, misc, run, train, ui, video, xseg
+    from facelab.cli import dfl, faces, live, merge, misc, run, train, ui, video, xseg
 
     parser = Parser(
         prog="facelab",
@@ -68,6 +69,7 @@ def build_parser() -> Parser:
     dfl.register(sub, common)
     merge.register(sub, common)
     video.register_make_video(sub, common)
+    live.register_export(sub, common)
     run.register(sub, common)
     ui.register(sub, common)
     misc.register_demo(sub, common)

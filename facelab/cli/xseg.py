@@ -58,10 +58,14 @@ def register(sub, common) -> None:
     f.add_argument("--overwrite", action="store_true", help="replace different files of the same name there")
     f.set_defaults(handler=cmd_fetch)
 
-    e = xsub.add_parser("export", parents=[common], help="write an XSeg model as ONNX (DeepFaceLab's layout)")
+    e = xsub.add_parser("export", parents=[common], help="write an XSeg model as ONNX (DeepFaceLab's layout)",
+                        description="The same as `facelab export --model xseg`: in_face:0 -> out_mask:0.")
     e.add_argument("--model", default="xseg", help="the XSeg model (default: xseg)")
-    e.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default: onnx)")
-    e.add_argument("--out", type=Path, help="the file (default: model/<name>_XSeg.onnx)")
+    e.add_argument("--format", choices=("onnx", "dfm"), default="onnx", help="file extension (default: onnx)")
+    e.add_argument("--fp16", action="store_true", help="store the weights in float16: half the file size")
+    e.add_argument("--out", type=Path, help="the file (default: model/<name>.onnx)")
+    e.add_argument("--faces", type=Path, metavar="DIR",
+                   help="aligned faces to check the export on (default: data_dst/aligned, then data_src)")
     e.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
     e.set_defaults(handler=cmd_export)
 
@@ -108,13 +112,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from facelab.xseg.export import INPUT, OUTPUT, export_onnx
+    from facelab.cli.live import run_export
 
-    ws = workspace_from(args)
-    folder = find_model(ws.model_dir, args.model, "XSeg")
-    out = export_onnx(folder, args.out or ws.model_dir / f"{folder.path.name}.onnx", args.overwrite)
-    say(f"wrote {out}: input {INPUT} [N, res, res, 3] BGR 0..1 NHWC, output {OUTPUT} [N, res, res, 1]")
-    return 0
+    return run_export(args, "XSeg")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

@@ -86,11 +86,21 @@ class AMPNet(nn.Module):
             out["src_code"], out["dst_code"] = src_code, dst_code
         return out
 
+    def traced_morph_mask(self, morph: torch.Tensor) -> torch.Tensor:
+        """`morph_mask` from a morph tensor of shape (1,), as graph operations (for ONNX export)."""
+        k = torch.floor(torch.tensor(float(self.inter_dims)) * morph.float())  # morph >= 0: truncation
+        return (torch.arange(self.inter_dims, device=morph.device).float() < k).float().view(1, -1, 1, 1)
+
     @torch.no_grad()
-    def swap(self, dst: torch.Tensor, morph: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(face, its mask, the dst mask) with `morph` of the identity taken from src."""
+    def swap(self, dst: torch.Tensor, morph: float | torch.Tensor = 1.0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(face, its mask, the dst mask) with `morph` of the identity taken from src (a number, or a
+        (1,) tensor when exporting)."""
         z = self.encode(dst)
-        m = self.morph_mask(dst.shape[0], morph, dst.device).to(dst.dtype)
+        if isinstance(morph, torch.Tensor):
+            m = self.traced_morph_mask(morph).to(dst.dtype)
+        else:
+            m = self.morph_mask(dst.shape[0], morph, dst.device).to(dst.dtype)
         dst_code = self.inter_dst(z)
         face, mask = self.decoder(self.inter_src(z) * m + dst_code * (1 - m))
         return face, mask, self.decoder.mask_only(dst_code)

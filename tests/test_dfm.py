@@ -1,0 +1,121 @@
+"""Export to DeepFaceLive's .dfm (ONNX): every model kind, and DeepFaceLab's own model through it.
+onnxruntime runs them all."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facelab.dfm import FACE_INPUT, FACE_OUTPUTS, MORPH_INPUT
+from facelab.dfm.export import export
+from facelab.dfm.runtime import DFMModel
+from facelab.models.folder import ModelFolder, load_network
+from facelab.models.registry import create_model
+from facelab.train.recipes import recipe
+from facelab.train.setup import new_config, new_state
+from tests.conftest import SHARED, assert_clean_error, run_cli
+
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is missing (pip install .[dev])")
+DFL = SHARED / "dfl-files"
+SMALL = {"ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dims": 16}
+
+
+@pytest.fixture(scope="module")
+def aligned() -> Path:
+    """Real aligned faces (DeepFaceLab's four whole-face dst faces) to check exports on."""
+    if not (DFL / "aligned").is_dir():
+        pytest.skip(f"DeepFaceLab's files not found at {DFL} (the shared/ folder is absent)")
+    return DFL / "aligned"
+
+
+def _model(root: Path, kind: str, arch: dict, face_type: str = "wf", seed: int = 0) -> ModelFolder:
+    torch.manual_seed(seed)
+    net = create_model(kind, **arch)
+    rec = recipe(kind)
+    folder = ModelFolder.of(root, kind, rec.class_name)
+    config = new_config(rec, net.config, {"face_type": face_type})
+    folder.save(config, dict(net.state_dict()), {}, new_state(rec.batch, 1), "summary\n")
+    return folder
+
+
+def _torch_outputs(folder: ModelFolder, faces: np.ndarray, morph: float | None = None) -> list[np.ndarray]:
+    net, _ = load_network(folder)
+    x = torch.from_numpy(faces).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        face, mask, dst_mask = net.swap(x) if morph is None else net.swap(x, morph)
+    return [t.permute(0, 2, 3, 1).numpy() for t in (dst_mask, face, mask)]
+
+
+KINDS = [
+    ("quick96", {}),  # the real, fixed Quick96 (96 px, 38 M parameters)
+    ("saehd", {"resolution": 64, "archi": "df-ud", **SMALL}),
+    ("saehd", {"resolution": 64, "archi": "liae-udt", **SMALL}),
+    ("saehd", {"resolution": 64, "archi": "liae", **SMALL}),
+    ("amp", {"resolution": 64, "inter_dims": 32, "morph_factor": 0.5, **SMALL}),
+]
+
+
+@pytest.mark.parametrize("kind, arch", KINDS, ids=[f"{k}-{a.get('archi', '')}" for k, a in KINDS])
+def test_export_round_trip_has_deepfacelives_contract(tmp_path: Path, aligned: Path, kind, arch):
+    folder = _model(tmp_path / "model", kind, arch)
+    done = export(folder, tmp_path / "m.dfm", [aligned])
+    res = done.resolution
+    session = ort.InferenceSession(str(done.path))
+    inputs = [(i.name, i.shape) for i in session.get_inputs()]
+    amp = kind == "amp"
+    assert inputs[0][0] == FACE_INPUT and inputs[0][1][1:] == [res, res, 3]
+    assert isinstance(inputs[0][1][0], str)  # the batch is dynamic; H and W are static
+    assert inputs[1:] == ([(MORPH_INPUT, [1])] if amp else [])
+    outs = [(o.name, o.shape[1:]) for o in session.get_outputs()]
+    assert outs == [(FACE_OUTPUTS[0], [res, res, 1]), (FACE_OUTPUTS[1], [res, res, 3]),
+                    (FACE_OUTPUTS[2], [res, res, 1])]  # fmt: skip
+    faces = np.random.default_rng(1).random((3, res, res, 3), dtype=np.float32)
+    for morph in (0.0, 0.3, 1.0) if amp else (None,):
+        feed = {FACE_INPUT: faces} | ({MORPH_INPUT: np.array([morph], np.float32)} if amp else {})
+        got = session.run(None, feed)
+        for a, b in zip(got, _torch_outputs(folder, faces, morph), strict=True):
+            assert np.abs(a - b).max() < 1e-4
+    if amp:  # the morph value moves the face from dst's identity to src's
+        low, high = (session.run(None, {FACE_INPUT: faces, MORPH_INPUT: np.array([m], np.float32)})[1]
+                     for m in (0.0, 1.0))  # fmt: skip
+        assert np.abs(low - high).mean() > 1e-3
+    loaded = DFMModel(done.path, "cpu")
+    face_type = folder.load(optimizer=False).config["face_type"]
+    assert (loaded.res, loaded.amp, loaded.face_type) == (res, amp, face_type)
+
+
+def test_fp16_export_is_half_the_size_and_close(tmp_path: Path, aligned: Path):
+    folder = _model(tmp_path / "model", "saehd", {"resolution": 64, "archi": "df-ud", **SMALL})
+    full = export(folder, tmp_path / "a.dfm", [aligned])
+    half = export(folder, tmp_path / "b.dfm", [aligned], fp16=True)
+    assert half.path.stat().st_size < 0.6 * full.path.stat().st_size
+    assert 0 < max(half.max_error.values()) < 1e-2
+
+
+def test_exported_dfl_model_reproduces_deepfacelabs_reference(tmp_path: Path, aligned: Path):
+    """model_tiny imported from DeepFaceLab, exported by facelab, run by onnxruntime: DFL's own
+    predictor's outputs (tiny_ref.npz) to 1e-4, as DFL's own .dfm of it does."""
+    ws = tmp_path / "ws"
+    assert run_cli("import-dfl", DFL / "model_tiny", "-w", ws, "-q").returncode == 0
+    shutil.copytree(aligned, ws / "data_dst" / "aligned")
+    proc = run_cli("export", "--model", "tiny", "-w", ws)
+    assert proc.returncode == 0, proc.stderr
+    assert "onnxruntime matches PyTorch" in proc.stdout + proc.stderr
+    ref = np.load(DFL / "tiny_ref.npz")
+    for path in (ws / "model" / "tiny.dfm", DFL / "exported_dfm" / "tiny_SAEHD_model.dfm"):
+        face, mask, dst_mask = DFMModel(path, "cpu").predict(ref["in_face_bgr"])
+        assert np.abs(face - ref["out_celeb_bgr"]).max() < 1e-4, path
+        assert np.abs(mask - ref["out_celeb_mask"]).max() < 1e-4, path
+        assert np.abs(dst_mask - ref["out_dst_mask"]).max() < 1e-4, path
+    again = run_cli("export", "--model", "tiny", "-w", ws)
+    assert_clean_error(again, 1, "tiny.dfm already exists", "--overwrite")
+    (ws / "data_dst" / "aligned").rename(ws / "elsewhere")
+    none = run_cli("export", "--model", "tiny", "-w", ws, "--out", tmp_path / "x.dfm")
+    assert_clean_error(none, 1, "real aligned faces", "--faces")
+    assert not (tmp_path / "x.dfm").exists()
+
