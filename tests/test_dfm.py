@@ -1,5 +1,5 @@
-"""Export to DeepFaceLive's .dfm (ONNX): every model kind, and DeepFaceLab's own model through it.
-onnxruntime runs them all."""
+"""Export to DeepFaceLive's .dfm (ONNX) and merging with .dfm files: ours of every model kind, and
+the one DeepFaceLab's own exporter wrote. onnxruntime runs them all."""
 
 from __future__ import annotations
 
@@ -119,3 +119,65 @@ def test_exported_dfl_model_reproduces_deepfacelabs_reference(tmp_path: Path, al
     assert_clean_error(none, 1, "real aligned faces", "--faces")
     assert not (tmp_path / "x.dfm").exists()
 
+
+def test_a_dfm_that_breaks_the_contract_is_refused(tmp_path: Path, merge_ws_dfm):
+    import onnx
+
+    dfl = DFL / "exported_dfm" / "tiny_SAEHD_model.dfm"
+    model = onnx.load(str(dfl))
+    old = model.graph.input[0].name
+    model.graph.input[0].name = "image"
+    for node in model.graph.node:
+        node.input[:] = ["image" if i == old else i for i in node.input]
+    bad = tmp_path / "renamed.dfm"
+    onnx.save(model, str(bad))
+    proc = run_cli("merge", "--model", bad, "-w", merge_ws_dfm)
+    assert_clean_error(proc, 1, "renamed.dfm", "'image'", "in_face")
+    junk = tmp_path / "junk.dfm"
+    junk.write_bytes(b"not an onnx file")
+    assert_clean_error(run_cli("merge", "--model", junk, "-w", merge_ws_dfm), 1, "junk.dfm", "onnxruntime")
+    assert_clean_error(run_cli("merge", "--model", tmp_path / "gone.dfm", "-w", merge_ws_dfm), 1,
+                       "gone.dfm does not exist")  # fmt: skip
+
+
+@pytest.fixture
+def merge_ws_dfm(trained_ws: Path, tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    shutil.copytree(trained_ws, ws, ignore=shutil.ignore_patterns("merged*", "*.mp4"))
+    return ws
+
+
+def _merged(ws: Path, name: str) -> list[np.ndarray]:
+    folder = ws / "data_dst" / "merged"
+    frames = [cv2.imread(str(p)) for p in sorted(folder.glob("*.png"))]
+    folder.rename(ws / "data_dst" / name)
+    return frames
+
+
+def test_merge_with_a_dfm_gives_the_models_frames(merge_ws_dfm: Path):
+    ws = merge_ws_dfm
+    assert run_cli("export", "--model", "m", "-w", ws, "-q").returncode == 0
+    proc = run_cli("merge", "--model", "m", "--frames", "1-12", "-w", ws, "-q")
+    assert proc.returncode == 0, proc.stderr
+    native = _merged(ws, "native")
+    proc = run_cli("merge", "--model", ws / "model" / "m.dfm", "--frames", "1-12", "-w", ws)
+    assert proc.returncode == 0, proc.stderr
+    assert "m.dfm" in proc.stdout + proc.stderr
+    assert (ws / "model" / "m.dfm.merge_session.json").is_file()
+    exported = _merged(ws, "exported")
+    assert len(native) == len(exported) == 12
+    for a, b in zip(native, exported, strict=True):
+        diff = np.abs(a.astype(int) - b)
+        assert diff.max() <= 2 and (diff > 0).mean() < 0.01  # float rounding, nowhere a real change
+
+
+def test_merge_runs_deepfacelabs_own_dfm(merge_ws_dfm: Path):
+    """DFL's export of model_tiny (a full-face model that does not say so): --face-type full."""
+    ws = merge_ws_dfm
+    dfm = DFL / "exported_dfm" / "tiny_SAEHD_model.dfm"
+    proc = run_cli("merge", "--model", dfm, "--face-type", "full", "--frames", "1-3", "-w", ws, "-q")
+    assert proc.returncode == 0, proc.stderr
+    merged = sorted((ws / "data_dst" / "merged").glob("*.png"))
+    assert [p.stem for p in merged] == ["00001", "00002", "00003"]
+    frame = cv2.imread(str(ws / "data_dst" / "00001.jpg"))
+    assert np.abs(cv2.imread(str(merged[0])).astype(int) - frame).mean() > 0.5  # the face was replaced

@@ -9,6 +9,7 @@ from pathlib import Path
 from facelab import prompts
 from facelab.cli.argtypes import int_in
 from facelab.cli.common import workspace_from
+from facelab.faces.align import FACE_TYPE_NAMES
 from facelab.options import add_arguments, load_config
 from facelab.progress import say
 
@@ -36,7 +37,11 @@ def register(sub, common) -> None:
         "rerun resumes with them; new settings re-merge the frames they change; --frames A-B gives a range "
         "its own settings. Every setting can also come from --config FILE (YAML or JSON).",
     )
-    p.add_argument("--model", help="model name (default: the most recently saved model)")
+    p.add_argument("--model", help="model name, or an exported FILE.dfm (DeepFaceLive's or facelab's) "
+                   "(default: the most recently saved model)")
+    p.add_argument("--face-type", choices=FACE_TYPE_NAMES,
+                   help="how a .dfm's faces are cropped, when the file does not say (facelab's exports do): "
+                   "default whole, as DeepFaceLive's public models")
     p.add_argument("--xseg-model", metavar="NAME",
                    help="the XSeg model for the xseg mask modes (default: xseg)")  # fmt: skip
     p.add_argument("--config", type=Path, help="YAML or JSON file of settings (flags override it)")
@@ -59,23 +64,30 @@ def register(sub, common) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from facelab.dfm.runtime import is_dfm_path
     from facelab.merge.pipeline import MergeModel, merge, preview_frame
     from facelab.merge.session import MergeSession, SessionError
     from facelab.merge.settings import OPTIONS
     from facelab.models.folder import CheckpointError, find_model
 
     ws = workspace_from(args)
-    folder = find_model(ws.model_dir, args.model, exclude=("XSeg",))
+    dfm = is_dfm_path(args.model)
+    folder = Path(args.model) if dfm else find_model(ws.model_dir, args.model, exclude=("XSeg",))
+
+    def session_of(fresh: bool) -> MergeSession:
+        return MergeSession.of_file(ws.model_dir, folder, fresh) if dfm else MergeSession.of(folder, fresh)
+
     try:
-        session = MergeSession.of(folder, fresh=args.fresh_session)
+        session = session_of(args.fresh_session)
     except SessionError as exc:
         if not (prompts.interactive() and prompts.ask_bool(f"{exc}. Start a fresh session", True)):
             raise
-        session = MergeSession.of(folder, fresh=True)
+        session = session_of(True)
     changes = load_config(args.config, OPTIONS) if args.config else {}
     changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     try:
-        model = MergeModel(folder, device=args.device, xseg=args.xseg_model)
+        model = MergeModel(folder, device=args.device, xseg=args.xseg_model, model_root=ws.model_dir,
+                           face_type=args.face_type)  # fmt: skip
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}{folder.restore_hint()}") from None
     if args.preview is not None:
@@ -96,7 +108,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     fps = s.merged / s.seconds if s.seconds else 0
     say(
         f"merged {s.merged} frames ({s.faces} faces; {s.no_face} without a face, copied through) with "
-        f"{folder.name} in {s.seconds:.1f} s ({fps:.1f} frames/s); {s.skipped} already done "
+        f"{model.name} in {s.seconds:.1f} s ({fps:.1f} frames/s); {s.skipped} already done "
         f"-> {ws.merged_dir}"
     )
     if s.missing:

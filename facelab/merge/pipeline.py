@@ -23,9 +23,10 @@ import torch
 
 from facelab import locks, progress
 from facelab.device import pick_device, pick_precision
+from facelab.dfm.runtime import DFMModel
 from facelab.errors import FacelabError
 from facelab.faces import masks
-from facelab.faces.align import FACE_TYPES, face_transform, face_type_name
+from facelab.faces.align import FACE_TYPES, canonical_face_type, face_transform, face_type_name
 from facelab.faces.faceset import load_faceset
 from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
@@ -36,6 +37,8 @@ from facelab.workspace import Workspace, numbered_images
 from facelab.xseg.apply import XSegPredictor
 
 BATCH = 8  # faces per model call
+# How a .dfm without facelab's metadata crops faces: DeepFaceLive's public models are whole-face.
+DFM_FACE_TYPE = "whole_face"
 
 
 @dataclass
@@ -47,21 +50,37 @@ class FramePlan:
 
 
 class MergeModel:
-    """A trained model in inference mode: crops in, (face, face mask, dst mask) out."""
+    """A model in inference mode: crops in, (face, face mask, dst mask) out. Either a trained model
+    folder (PyTorch) or an exported `.dfm`/`.onnx` file (onnxruntime), which has no folder: its XSeg
+    models are looked up in `model_root`, and `face_type` names how its faces are cropped when the
+    file does not record it."""
 
-    def __init__(self, folder: ModelFolder, device: str = "auto", precision: str = "auto",
-                 xseg: str | None = None):  # fmt: skip
-        self.device = pick_device(device)
-        self.model, ckpt = load_network(folder, self.device)
-        if not hasattr(self.model, "swap"):
-            raise FacelabError(f"{folder} is an XSeg model: merge with a face model (--model), and name the "
-                               "XSeg model with --xseg-model")  # fmt: skip
-        self._xseg_root, self._xseg_name, self._xseg = folder.path.parent, xseg or "xseg", None
-        self.name = folder.path.name
-        self.face_type = ckpt.config["face_type"]
-        self.res = int(self.model.config["resolution"])
-        self.precision = pick_precision(precision, self.device)
-        self.id = f"{self.name}@{ckpt.state.get('iteration')}"
+    def __init__(self, folder: ModelFolder | Path, device: str = "auto", precision: str = "auto",
+                 xseg: str | None = None, model_root: Path | None = None,
+                 face_type: str | None = None):  # fmt: skip
+        self.dfm: DFMModel | None = None
+        self._xseg_name, self._xseg = xseg or "xseg", None
+        if isinstance(folder, ModelFolder):
+            self.device = pick_device(device)
+            self.model, ckpt = load_network(folder, self.device)
+            if not hasattr(self.model, "swap"):
+                raise FacelabError(f"{folder} is an XSeg model: merge with a face model (--model), and name "
+                                   "the XSeg model with --xseg-model")  # fmt: skip
+            self._xseg_root = folder.path.parent
+            self.name = folder.path.name
+            self.face_type = ckpt.config["face_type"]
+            self.res = int(self.model.config["resolution"])
+            self.precision = pick_precision(precision, self.device)
+            self.id = f"{self.name}@{ckpt.state.get('iteration')}"
+            self.morphs = self.model.kind == "amp"
+            return
+        self.dfm = DFMModel(folder, device)
+        self.device = torch.device("cuda" if self.dfm.provider.startswith("CUDA") else "cpu")
+        self._xseg_root = model_root or Path(folder).parent
+        self.name = self.dfm.path.name
+        self.face_type = canonical_face_type(self.dfm.face_type or face_type or DFM_FACE_TYPE)
+        self.res, self.precision, self.morphs = self.dfm.res, "fp32", self.dfm.amp
+        self.id = f"{self.name}@{self.dfm.digest()[:12]}"
 
     def xseg(self, mode: str) -> XSegPredictor:
         """The XSeg model for the xseg mask modes (loaded on first use)."""
@@ -99,13 +118,15 @@ class MergeModel:
         res = crops.shape[1]
         face = np.empty((len(crops), res, res, 3), np.float32)
         mask, dst_mask = np.empty((2, len(crops), res, res), np.float32)
-        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else (
-            contextlib.nullcontext())  # fmt: skip
         # Other models ignore the morph value: one call for all crops.
-        groups = np.unique(morphs) if self.model.kind == "amp" else [None]
-        for m in groups:
+        for m in np.unique(morphs) if self.morphs else [None]:
             sel = morphs == m if m is not None else slice(None)
+            if self.dfm is not None:
+                face[sel], mask[sel], dst_mask[sel] = self.dfm.predict(crops[sel], 1.0 if m is None else m)
+                continue
             x = torch.from_numpy(np.ascontiguousarray(crops[sel].transpose(0, 3, 1, 2))).to(self.device)
+            ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else (
+                contextlib.nullcontext())  # fmt: skip
             with ctx:
                 out = self.model.swap(x, float(m)) if m is not None else self.model.swap(x)
             f, mk, dm = (t.float().cpu().numpy() for t in out)

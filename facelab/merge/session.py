@@ -37,6 +37,12 @@ class MergeSession:
         return cls(path) if fresh else cls.load(path)
 
     @classmethod
+    def of_file(cls, model_root: Path, model_file: Path, fresh: bool = False) -> MergeSession:
+        """The session of an exported model file (a .dfm has no folder): kept in the workspace's model/."""
+        path = Path(model_root) / f"{Path(model_file).name}.{SESSION}"
+        return cls(path) if fresh else cls.load(path)
+
+    @classmethod
     def load(cls, path: Path) -> MergeSession:
         if not path.exists():
             return cls(path)
@@ -55,6 +61,7 @@ class MergeSession:
         return cls(path, settings, overrides)
 
     def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, {"format": "facelab-merge-session", "version": 1,
                                       "settings": self.settings, "overrides": self.overrides})  # fmt: skip
 
