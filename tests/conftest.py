@@ -55,13 +55,15 @@ def media() -> Path:
     return MEDIA
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict | None = None
+            ) -> subprocess.CompletedProcess:  # fmt: skip
     """Run the real `facelab` command in a subprocess, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "facelab", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
+        env=env,
         stdin=subprocess.DEVNULL,
     )
 
@@ -166,3 +168,21 @@ def trained_ws(faces_ws: Path, tmp_path_factory) -> Path:
     shutil.copytree(faces_ws, ws)
     train(Workspace(ws), recipe("quick96"), "m", tiny_options(300, preview=False))
     return ws
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM:
+        if os.environ.get("FACELAB_REQUIRE_BROWSER"):  # set by .ci/run, which installs it
+            pytest.fail("chromium is not installed")
+        pytest.skip("Debian's chromium is not installed (apt install chromium); the CI installs it")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install .[dev])")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        pg = browser.new_page(viewport={"width": 1500, "height": 1000})
+        pg.set_default_timeout(60_000)
+        yield pg
+        browser.close()

@@ -21,7 +21,6 @@ import pytest
 
 from tests.conftest import ARTIFACTS
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SHOTS = ARTIFACTS / "ui"
 
 
@@ -41,9 +40,12 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, ws: Path, *args: str):
+    """`facelab ui` (or `command`, another command that serves the UI) on a free port."""
+
+    def __init__(self, ws: Path, *args: str, command: str = "ui"):
         self.port = _free_port()
-        cmd = [sys.executable, "-m", "facelab", "ui", "-w", str(ws), "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "facelab", command, "-w", str(ws), "--port", str(self.port),
+               *map(str, args)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
         deadline = time.time() + 60
@@ -98,21 +100,6 @@ def server(ui_ws: Path) -> Iterator[Server]:
     s = Server(ui_ws)
     yield s
     s.stop()
-
-
-@pytest.fixture
-def page():
-    if not CHROMIUM:
-        if os.environ.get("FACELAB_REQUIRE_BROWSER"):  # set by .ci/run, which installs it
-            pytest.fail("chromium is not installed")
-        pytest.skip("Debian's chromium is not installed (apt install chromium); the CI installs it")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing (pip install .[dev])")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        pg = browser.new_page(viewport={"width": 1500, "height": 1000})
-        pg.set_default_timeout(60_000)
-        yield pg
-        browser.close()
 
 
 def _wait(condition, timeout: float, what: str) -> None:

@@ -30,7 +30,7 @@ workflow (one workspace folder, as in DeepFaceLab):
      facelab import-dfl DIR             bring a DeepFaceLab model across (export-dfl goes back)
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
-     facelab export                  a model as a .dfm for DeepFaceLive
+     facelab export / live           a .dfm for DeepFaceLive; swap a camera, stream or file live
   all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE), before or after it
 """
@@ -70,6 +70,7 @@ def build_parser() -> Parser:
     merge.register(sub, common)
     video.register_make_video(sub, common)
     live.register_export(sub, common)
+    live.register_live(sub, common)
     run.register(sub, common)
     ui.register(sub, common)
     misc.register_demo(sub, common)

@@ -21,11 +21,7 @@ def register(sub, common) -> None:
         description="Serve the workspace's faceset, training and merge pages. Binds 127.0.0.1 by default; "
         "another --host needs the token printed at start on every request.",
     )
-    p.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
-    )
-    p.add_argument("--port", type=int_in(1, 65535), default=7860, help="port (default: 7860)")
-    p.add_argument("--token", help="the access token for a non-local --host (default: a random one)")
+    add_server_options(p)
     p.set_defaults(handler=cmd_ui)
 
 
@@ -38,18 +34,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def cmd_ui(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
+def add_server_options(p) -> None:
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)"
+    )
+    p.add_argument("--port", type=int_in(1, 65535), default=7860, help="port (default: 7860)")
+    p.add_argument("--token", help="the access token for a non-local --host (default: a random one)")
 
-        from facelab.ui.app import create_app
-    except ImportError as exc:
-        raise FacelabError(
-            f"the UI needs its extra packages ({exc.name}): pip install 'facelab[ui]'"
-        ) from None
-    ws = workspace_from(args)
-    if not ws.root.is_dir():
-        raise UsageError(f"{ws.root} is not a folder: give the workspace with -w DIR")
+
+def server_address(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(the token a non-local --host needs, the page's address), once the port is known to be free."""
     token = None
     if not is_loopback(args.host):
         token = args.token or secrets.token_urlsafe(24)
@@ -67,9 +61,29 @@ def cmd_ui(args: argparse.Namespace) -> int:
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
         args.host, f"[{args.host}]" if ":" in args.host else args.host
     )
-    url = f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
     if token:
         say(f"access token: {token} (every request needs it; it is in the address below)")
+    return token, f"http://{shown}:{args.port}/" + (f"?token={token}" if token else "")
+
+
+def ui_modules():
+    try:
+        import uvicorn
+
+        from facelab.ui.app import create_app
+    except ImportError as exc:
+        raise FacelabError(
+            f"the UI needs its extra packages ({exc.name}): pip install 'facelab[ui]'"
+        ) from None
+    return uvicorn, create_app
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    uvicorn, create_app = ui_modules()
+    ws = workspace_from(args)
+    if not ws.root.is_dir():
+        raise UsageError(f"{ws.root} is not a folder: give the workspace with -w DIR")
+    token, url = server_address(args)
     say(f"facelab ui for {ws.root}: open {url}  (Ctrl-C stops the server; running jobs go on)")
     uvicorn.run(create_app(ws.root, token), host=args.host, port=args.port, log_level="warning")
     return 0

@@ -28,6 +28,7 @@ class Face:
     landmarks: np.ndarray  # 68x2
     score: float
     tracked: bool = False  # found by following the previous frame, not by the detector
+    track: int = -1  # which face this is through the video (FaceFinder numbers them from 0)
 
     @property
     def area(self) -> float:

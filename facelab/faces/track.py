@@ -118,6 +118,7 @@ class Track:
     look: np.ndarray
     smoother: OneEuro | None = None
     unconfirmed: int = 0  # detection rounds since the detector last saw this face
+    id: int = -1
 
     @staticmethod
     def box_in_unit(rect: Rect, unit: np.ndarray) -> np.ndarray:
@@ -147,6 +148,7 @@ class FaceFinder:
         self.max_faces, self.redetect_every, self.smooth_fps = max_faces, redetect_every, smooth_fps
         self.tracks: list[Track] = []
         self.since_detect = 0
+        self.next_id = 0
 
     def reset(self) -> None:
         self.tracks, self.since_detect = [], 0
@@ -204,9 +206,10 @@ class FaceFinder:
                     track.unit, track.box_unit, track.unconfirmed = unit, Track.box_in_unit(rect, unit), 0
                     followed[match] = (track, face)
                 else:
-                    followed.append(
-                        (Track(unit, Track.box_in_unit(rect, unit), appearance(image, unit)), face)
-                    )
+                    box = Track.box_in_unit(rect, unit)
+                    track = Track(unit, box, appearance(image, unit), id=self.next_id)
+                    self.next_id += 1
+                    followed.append((track, face))
             followed = [(t, f) for t, f in followed if t.unconfirmed <= MAX_UNCONFIRMED]
 
         followed.sort(key=lambda tf: -tf[1].area)  # largest first
@@ -218,6 +221,8 @@ class FaceFinder:
         if self.max_faces:
             kept = kept[: self.max_faces]
         self.tracks = [track for track, _ in kept]
+        for track, face in kept:
+            face.track = track.id
         if self.smooth_fps:
             for track, face in kept:
                 if track.smoother is None:

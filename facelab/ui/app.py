@@ -36,6 +36,7 @@ from facelab.models.folder import STATE
 from facelab.train.recipes import RECIPES
 from facelab.ui.common import EXTRACT_FORM, EXTRACT_OPTIONS, ApiError, Context, images, option_json
 from facelab.ui.faceset import FacesetPage
+from facelab.ui.live import LivePage
 from facelab.ui.merging import MergePage
 from facelab.ui.training import TrainingPage
 from facelab.ui.xseg import XSegPage
@@ -78,10 +79,11 @@ class Overview:
         return JSONResponse({"jobs": self.ctx.jobs.describe()})
 
 
-def create_app(workspace: Path, token: str | None = None) -> Starlette:
+def create_app(workspace: Path, token: str | None = None, live=None) -> Starlette:
+    """The app for `workspace`; `live` (a running `facelab live --output browser`) feeds the live page."""
     ui = Context(Path(workspace), token)
     overview, faceset, training, merging = Overview(ui), FacesetPage(ui), TrainingPage(ui), MergePage(ui)
-    xseg = XSegPage(ui)
+    xseg, live_page = XSegPage(ui), LivePage(live)
 
     def guard(handler):
         async def run(request: Request):
@@ -90,7 +92,9 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
                                     401)  # fmt: skip
             if _cross_site(request):
                 return JSONResponse({"error": "refused: a change must come from this UI's own page"}, 403)
-            if request.url.path.startswith("/api/") and not ui.ws.root.is_dir():
+            path = request.url.path
+            live_only = path.startswith("/api/live/") or (live is not None and path == "/api/status")
+            if path.startswith("/api/") and not live_only and not ui.ws.root.is_dir():
                 gone = f"the workspace folder {ui.ws.root} no longer exists: restore it or restart the UI"
                 return JSONResponse({"error": gone}, 410)
             try:
@@ -143,6 +147,9 @@ def create_app(workspace: Path, token: str | None = None) -> Starlette:
         Route("/api/merge/render", guard(merging.merge_render)),
         Route("/api/merge/all", guard(merging.merge_all), methods=["POST"]),
         Route("/api/video", guard(merging.make_video), methods=["POST"]),
+        Route("/api/live/status", guard(live_page.status)),
+        Route("/api/live/settings", guard(live_page.settings), methods=["POST"]),
+        Route("/api/live/stream", guard(live_page.stream)),
         Mount("/static", app=_guarded_static(ui)),
     ]
     middleware = [Middleware(BodyLimit)] + ([] if token else [Middleware(LocalHostOnly)])

@@ -79,6 +79,7 @@ function showPage(page) {
   if (page === "faceset") loadFaces();
   if (page === "merge") loadMerge();
   if (page === "xseg") loadXseg().catch(() => {});  // xseg.js
+  if (page === "live") loadLive().catch(() => {});  // live.js
 }
 
 async function refreshStatus() {
