@@ -143,9 +143,11 @@ class FaceFinder:
         max_faces: int = 0,
         redetect_every: int = 8,
         smooth_fps: float | None = None,
+        refine: bool = True,
     ):
         self.detector, self.predict = detector, landmarks
         self.max_faces, self.redetect_every, self.smooth_fps = max_faces, redetect_every, smooth_fps
+        self.refine = refine  # place a followed face's landmarks twice: from the old box, then the new
         self.tracks: list[Track] = []
         self.since_detect = 0
         self.next_id = 0
@@ -173,9 +175,11 @@ class FaceFinder:
     def process(self, image: np.ndarray) -> list[Face]:
         followed: list[tuple[Track, Face]] = []
         for track in self.tracks:
-            lm = self.predict(image, track.box_for(track.unit))
-            rect = track.box_for(unit_face_mat(lm))  # one refinement step from the new position
+            rect = track.box_for(track.unit)
             lm = self.predict(image, rect)
+            if self.refine:
+                rect = track.box_for(unit_face_mat(lm))  # one refinement step from the new position
+                lm = self.predict(image, rect)
             unit = plausible_fit(lm, image.shape)
             if unit is None:
                 continue
