@@ -41,6 +41,7 @@ class Stats:
     seconds: float = 0.0
     schedule: str = ""
     probe_fps: dict | None = None  # auto: frames/s each schedule reached on the first frames
+    steady_fps: float = 0.0  # frames/s once the schedule is chosen (after the warm-up and the probe)
 
     def line(self) -> str:
         return (f"capture {self.capture_fps:.1f} fps, output {self.output_fps:.1f} fps, latency "
@@ -196,7 +197,7 @@ class LiveSession:
                 self.stats.probe_fps = {k: round(v, 2) for k, v in probe.items()}
             self.stats.schedule = schedule
             if not self._ended and not self.stop_event.is_set():
-                self._run(schedule, None, on_stats, every_s)
+                self.stats.steady_fps = self._run(schedule, None, on_stats, every_s)
         finally:
             self.stop_event.set()
             self.source.stop()
