@@ -4,10 +4,16 @@ browser page in Chromium; and the bad inputs, each one clear line."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -159,3 +165,57 @@ def test_browser_output_shows_frames_and_controls_reach_the_pipeline(live_ws: Pa
         _shot(page, "live")
     finally:
         server.stop()
+
+
+class _Mjpeg(http.server.BaseHTTPRequestHandler):
+    """A camera on loopback: each connection gets `per_connection` JPEG frames as multipart MJPEG at
+    25 fps, then is dropped (the camera going away)."""
+
+    frames: list[bytes] = []
+    per_connection = 30
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        for data in self.frames[: self.per_connection]:
+            self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data))
+            self.wfile.write(data + b"\r\n")
+            time.sleep(0.04)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_dropped_stream_is_retried_and_ctrl_c_keeps_the_recording(live_ws: Path, media: Path):
+    _Mjpeg.frames = [cv2.imencode(".jpg", f)[1].tobytes() for f in _frames(media / "dst_1.mp4")[:30]]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Mjpeg)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = live_ws / "cam.mp4"
+    url = f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
+    cmd = [sys.executable, "-m", "facelab", "live", "--model", "m", "--input", url, "--output", str(out),
+           "-w", str(live_ws)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    watchdog = threading.Timer(120, proc.kill)  # the loops below end even if no line ever comes
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "is back" in line:  # the second connection: frames again, then it drops again
+                break
+        for line in proc.stdout:
+            lines.append(line)
+            if "stopped sending frames" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        lines += proc.stdout.readlines()
+        assert proc.wait(timeout=60) == 130, "".join(lines)
+    finally:
+        watchdog.cancel()
+        proc.kill()
+        server.shutdown()
+    text = "".join(lines)
+    assert "Traceback" not in text and "retrying every 2 s" in text and "live stopped:" in text, text
+    swapped = int(text.split(" frames swapped")[0].rsplit(" ", 1)[1])
+    assert swapped >= 30 and len(_frames(out)) >= swapped, text  # kept, gaps filled

@@ -21,8 +21,7 @@ import numpy as np
 
 from facelab.errors import FacelabError
 
-# OpenCV's and FFmpeg's own warnings would repeat what our one-line errors say.
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+# FFmpeg's own messages (read when OpenCV first opens a stream) would repeat our one-line errors.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 OPEN_TIMEOUT_S = 10.0
@@ -84,6 +83,7 @@ class Source:
         self._thread.start()
 
     def _open(self) -> cv2.VideoCapture:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
         if self.kind == "file":
             if not Path(self.spec).is_file():
                 raise FacelabError(f"--input {self.spec}: no such file (give a video file, a camera index "
