@@ -216,7 +216,7 @@ class LiveSession:
             self._captures.append((now, s.captured))
             while len(self._captures) > 1 and now - self._captures[0][0] > WINDOW_S:
                 self._captures.popleft()
-            t0, c0 = self._captures[0]
+            t0, c0 = self._captures[0] if len(self._captures) > 1 else (self._start, 0)
             s.capture_fps = (s.captured - c0) / (now - t0) if now > t0 else 0.0
             if len(self._recent) > 1:
                 span = self._recent[-1][0] - self._recent[0][0]

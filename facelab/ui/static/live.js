@@ -7,8 +7,8 @@ const live = { built: false };
 function liveStats(s) {
   const t = s.stats;
   return `${s.input} with ${s.model}: capture ${t.capture_fps.toFixed(1)} fps, output ${t.output_fps.toFixed(1)} fps, `
-    + `latency ${t.latency_ms.toFixed(0)} ms, model ${t.model_ms.toFixed(0)} ms, dropped ${t.dropped}, `
-    + `${t.processed} frames` + (t.schedule ? ` (schedule ${t.schedule})` : "") + (s.running ? "" : " - ended");
+    + `latency ${t.latency_ms.toFixed(0)} ms, model ${t.model_ms.toFixed(0)} ms; ${t.processed} frames swapped, `
+    + `${t.dropped} dropped` + (t.schedule ? ` (schedule ${t.schedule})` : "") + (s.running ? "" : "; ended");
 }
 
 async function loadLive() {
