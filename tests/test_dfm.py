@@ -97,6 +97,17 @@ def test_fp16_export_is_half_the_size_and_close(tmp_path: Path, aligned: Path):
     assert 0 < max(half.max_error.values()) < 1e-2
 
 
+def test_an_export_that_fails_its_check_is_not_written(tmp_path: Path, aligned: Path, monkeypatch):
+    from facelab.dfm import export as exporter
+    from facelab.errors import FacelabError
+
+    folder = _model(tmp_path / "model", "saehd", {"resolution": 64, "archi": "df-ud", **SMALL})
+    monkeypatch.setitem(exporter.TOLERANCE, False, -1.0)  # no difference is small enough
+    with pytest.raises(FacelabError, match="differs from PyTorch's by .* nothing was written"):
+        export(folder, tmp_path / "m.dfm", [aligned])
+    assert not (tmp_path / "m.dfm").exists() and not list(tmp_path.glob(".m.*"))
+
+
 def test_exported_dfl_model_reproduces_deepfacelabs_reference(tmp_path: Path, aligned: Path):
     """model_tiny imported from DeepFaceLab, exported by facelab, run by onnxruntime: DFL's own
     predictor's outputs (tiny_ref.npz) to 1e-4, as DFL's own .dfm of it does."""

@@ -88,13 +88,10 @@ def test_realtime_drops_frames_when_the_model_is_slow(live_ws: Path, media: Path
     assert len(_frames(out)) == 125 and _has_audio(out)
 
 
-def test_live_with_an_exported_amp_dfm_and_morph(live_ws: Path, media: Path, tmp_path: Path):
-    """Live through onnxruntime: an AMP .dfm at two morph values gives two different videos."""
-    from tests.test_dfm import SMALL, _model
-
-    _model(live_ws / "model", "amp", {"resolution": 64, "inter_dims": 32, "morph_factor": 0.5, **SMALL})
-    assert run_cli("export", "--model", "amp", "-w", live_ws, "-q").returncode == 0
-    clip = tmp_path / "clip.mp4"  # the first second
+@pytest.fixture
+def clip(media: Path, tmp_path: Path) -> Path:
+    """The first second of dst_1.mp4 (25 frames)."""
+    clip = tmp_path / "clip.mp4"
     with av.open(str(media / "dst_1.mp4")) as c, av.open(str(clip), "w") as o:
         stream = o.add_stream("libx264", rate=25)
         stream.width, stream.height, stream.pix_fmt = 720, 720, "yuv420p"
@@ -103,6 +100,15 @@ def test_live_with_an_exported_amp_dfm_and_morph(live_ws: Path, media: Path, tmp
                 break
             o.mux(stream.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="rgb24"), format="rgb24")))
         o.mux(stream.encode())
+    return clip
+
+
+def test_live_with_an_exported_amp_dfm_and_morph(live_ws: Path, clip: Path, tmp_path: Path):
+    """Live through onnxruntime: an AMP .dfm at two morph values gives two different videos."""
+    from tests.test_dfm import SMALL, _model
+
+    _model(live_ws / "model", "amp", {"resolution": 64, "inter_dims": 32, "morph_factor": 0.5, **SMALL})
+    assert run_cli("export", "--model", "amp", "-w", live_ws, "-q").returncode == 0
     videos = []
     for morph in ("0", "1"):
         out = tmp_path / f"m{morph}.mp4"
@@ -113,6 +119,18 @@ def test_live_with_an_exported_amp_dfm_and_morph(live_ws: Path, media: Path, tmp
         videos.append(_frames(out))
     assert len(videos[0]) == len(videos[1]) == 25
     assert np.abs(videos[0][10].astype(int) - videos[1][10]).mean() > 0.2
+
+
+def test_reference_swaps_only_that_person(live_ws: Path, clip: Path, media: Path, tmp_path: Path):
+    """--reference with a photo of the dst speaker swaps his face; with Obama's photo, none."""
+    same = tmp_path / "speaker.jpg"
+    cv2.imwrite(str(same), _frames(clip)[12])
+    for photo, faces in ((same, 25), (media / "face_obama.jpg", 0)):
+        out = tmp_path / f"{photo.stem}.mp4"
+        proc = run_cli("live", "--model", "m", "--input", clip, "--output", out, "--reference", photo,
+                       "-w", live_ws)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert f"25 frames swapped ({faces} faces)" in proc.stdout, proc.stdout
 
 
 def test_bad_inputs_and_outputs_are_one_clear_line(live_ws: Path, media: Path):
