@@ -237,3 +237,16 @@ def test_a_dropped_stream_is_retried_and_ctrl_c_keeps_the_recording(live_ws: Pat
     assert "Traceback" not in text and "retrying every 2 s" in text and "live stopped:" in text, text
     swapped = int(text.split(" frames swapped")[0].rsplit(" ", 1)[1])
     assert swapped >= 30 and len(_frames(out)) >= swapped, text  # kept, gaps filled
+
+
+def test_window_output_on_a_virtual_display(live_ws: Path, clip: Path):
+    xvfb = shutil.which("xvfb-run")
+    if not xvfb:
+        if os.environ.get("FACELAB_REQUIRE_XVFB"):
+            pytest.fail("xvfb-run is not installed")
+        pytest.skip("xvfb-run is missing (apt install xvfb); the CI installs it")
+    cmd = [xvfb, "-a", sys.executable, "-m", "facelab", "live", "--model", "m", "--input", str(clip),
+           "--output", "window", "-w", str(live_ws)]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "25 frames swapped (25 faces)" in proc.stdout, proc.stdout

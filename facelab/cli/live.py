@@ -4,6 +4,8 @@ or a file as it plays)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from facelab.cli.common import workspace_from
@@ -19,22 +21,28 @@ def register_export(sub, common) -> None:
         "PyTorch on real aligned faces before it is written.",
     )  # fmt: skip
     p.add_argument("--model", help="model name (default: the most recently saved model)")
-    p.add_argument("--format", choices=("dfm", "onnx"), default="dfm",
-                   help="dfm (DeepFaceLive's extension, default) or onnx: the same contents")  # fmt: skip
+    add_export_options(p, "dfm")
+    p.set_defaults(handler=cmd_export)
+
+
+def add_export_options(p, default_format: str) -> None:
+    """The flags `export` and `xseg export` share."""
+    p.add_argument("--format", choices=("dfm", "onnx"), default=default_format,
+                   help=f"dfm (DeepFaceLive's extension) or onnx, the same contents (default: "
+                   f"{default_format})")  # fmt: skip
     p.add_argument("--fp16", action="store_true", help="store the weights in float16: half the file size")
     p.add_argument("--out", type=Path, help="the file (default: model/<name>.<format>)")
     p.add_argument("--faces", type=Path, metavar="DIR", help="aligned faces to check the export on "
                    "(default: data_dst/aligned, then data_src)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
-    p.set_defaults(handler=cmd_export)
 
 
-def run_export(args: argparse.Namespace, class_name: str | None = None, exclude: tuple[str, ...] = ()) -> int:
+def cmd_export(args: argparse.Namespace, class_name: str | None = None) -> int:
     from facelab.dfm.export import export
     from facelab.models.folder import find_model
 
     ws = workspace_from(args)
-    folder = find_model(ws.model_dir, args.model, class_name, exclude=exclude)
+    folder = find_model(ws.model_dir, args.model, class_name)
     out = args.out or ws.model_dir / f"{folder.name}.{args.format}"
     dirs = [args.faces] if args.faces else [ws.aligned_dir("dst"), ws.aligned_dir("src")]
     done = export(folder, out, dirs, fp16=args.fp16, overwrite=args.overwrite)
@@ -46,13 +54,10 @@ def run_export(args: argparse.Namespace, class_name: str | None = None, exclude:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    return run_export(args)
-
-
 def register_live(sub, common) -> None:
     from facelab.cli.ui import add_server_options
     from facelab.faces.align import FACE_TYPE_NAMES
+    from facelab.live.session import SCHEDULES
     from facelab.merge.settings import OPTIONS
     from facelab.options import add_arguments
 
@@ -60,9 +65,9 @@ def register_live(sub, common) -> None:
         "live", parents=[common], help="swap faces live: a webcam, a stream or a file, in real time",
         description="Swap the faces of a camera (0, /dev/video0), a stream (rtsp://, http://...) or a video "
         "file as it plays, with a trained model or a .dfm. Faces are detected on a downscaled frame and "
-        "tracked between detections; the model and merge's blend run on their own threads. When the "
-        "pipeline falls behind a live input, frames are dropped rather than lagging. Merge settings start "
-        "from the model's merge session.",
+        "tracked between detections, then go through the model and merge's blend. When the pipeline "
+        "falls behind a live input, frames are dropped rather than lagging. Merge settings start from the "
+        "model's merge session.",
     )  # fmt: skip
     p.add_argument("--model", help="model name or FILE.dfm (default: the most recently saved model)")
     p.add_argument("--input", required=True, metavar="0|/dev/videoN|URL|FILE",
@@ -82,7 +87,7 @@ def register_live(sub, common) -> None:
     p.add_argument("--config", type=Path, help="YAML or JSON file of merge settings (flags override it)")
     p.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
                    help="give up opening a stream after S seconds (default: 10)")  # fmt: skip
-    p.add_argument("--schedule", choices=("auto", "threads", "sequential"), default="auto",
+    p.add_argument("--schedule", choices=SCHEDULES, default="auto",
                    help="run the steps on their own threads or one after another; auto times both on the "
                    "first frames and keeps the faster (default)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
@@ -92,12 +97,15 @@ def register_live(sub, common) -> None:
     p.set_defaults(handler=cmd_live)
 
 
+@dataclass
 class LiveControl:
-    """What the live page of the browser output talks to."""
+    """What the live page of the browser output talks to (see ui/live.py)."""
 
-    def __init__(self, session, source, swapper, model, browser):
-        self.session, self.source, self.swapper = session, source, swapper
-        self.model, self.browser = model, browser
+    session: object  # live.session.LiveSession
+    source: object  # live.sources.Source
+    swapper: object  # live.swapper.Swapper
+    model: object  # merge.pipeline.MergeModel
+    browser: object  # live.outputs.BrowserOutput
 
 
 def _settings(args: argparse.Namespace, ws, spec) -> dict:
@@ -196,6 +204,10 @@ def cmd_live(args: argparse.Namespace) -> int:
         stopped = True
         session.stop()
         stats = session.snapshot()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            output.close()  # what was recorded before the error is kept
+        raise
     finally:
         if server is not None:
             server.should_exit = True

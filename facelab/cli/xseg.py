@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from facelab import prompts
+from facelab.cli import live
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError
 from facelab.models.folder import find_model
@@ -61,12 +62,7 @@ def register(sub, common) -> None:
     e = xsub.add_parser("export", parents=[common], help="write an XSeg model as ONNX (DeepFaceLab's layout)",
                         description="The same as `facelab export --model xseg`: in_face:0 -> out_mask:0.")
     e.add_argument("--model", default="xseg", help="the XSeg model (default: xseg)")
-    e.add_argument("--format", choices=("onnx", "dfm"), default="onnx", help="file extension (default: onnx)")
-    e.add_argument("--fp16", action="store_true", help="store the weights in float16: half the file size")
-    e.add_argument("--out", type=Path, help="the file (default: model/<name>.onnx)")
-    e.add_argument("--faces", type=Path, metavar="DIR",
-                   help="aligned faces to check the export on (default: data_dst/aligned, then data_src)")
-    e.add_argument("--overwrite", action="store_true", help="replace the file if it exists")
+    live.add_export_options(e, "onnx")
     e.set_defaults(handler=cmd_export)
 
     lab = xsub.add_parser("labels", parents=[common], help="export or import the label polygons as JSON")
@@ -112,9 +108,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from facelab.cli.live import run_export
-
-    return run_export(args, "XSeg")
+    return live.cmd_export(args, "XSeg")
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

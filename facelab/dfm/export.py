@@ -65,7 +65,6 @@ class Exported:
     outputs: list[str]
     faces_checked: int
     max_error: dict[str, float] = field(default_factory=dict)  # output (at a morph) -> max |ort - torch|
-    provider: str = ""
 
 
 def check_faces(dirs: list[Path], res: int, face_type: str, count: int = CHECK_FACES) -> np.ndarray:
@@ -173,7 +172,6 @@ def _check(graph: nn.Module, path: Path, faces: np.ndarray, fp16: bool, amp: boo
     """onnxruntime's outputs against PyTorch's; raises (so nothing is written) when they differ."""
     tol = TOLERANCE[fp16]
     session = onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    result.provider = "CPUExecutionProvider"
     got_in = [(i.name, i.shape) for i in session.get_inputs()]
     got_out = [(o.name, o.shape) for o in session.get_outputs()]
     res = faces.shape[1]

@@ -54,15 +54,13 @@ def providers(device: str = "auto") -> list:
 class DFMModel:
     """A face-swap ONNX file ready to run: `res`, `amp`, `face_type` (None unless facelab wrote it)."""
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0):
+    def __init__(self, path: str | Path, device: str = "auto"):
         self.path = Path(path)
         if not self.path.is_file():
             raise DFMError(f"{self.path} does not exist: give the path of a .dfm file")
         ort = onnxruntime()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=providers(device))
         except Exception as exc:  # onnxruntime raises its own types for unreadable files

@@ -2,6 +2,6 @@
 
 `sources` reads frames (dropping the ones the pipeline is too slow for), `swapper` turns a frame
 into a swapped frame (track, align, model, merge's blend), `outputs` writes them (a file with the
-input's sound, a window, a v4l2loopback camera or the browser), and `session` runs the three as a
-pipeline of threads and keeps the figures (capture and output fps, latency, drops).
+input's sound, a window, a v4l2loopback camera or the browser), and `session` runs them, on the schedule it
+measures to be faster, and keeps the figures (capture and output fps, latency, drops).
 """

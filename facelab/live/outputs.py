@@ -4,6 +4,7 @@ camera (so video-call programs see the swap as a webcam), or the browser page of
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -21,7 +22,8 @@ JPEG_QUALITY = 85
 
 
 class Output:
-    name = "output"
+    """Where the session writes each swapped frame; `index` is its place in the input (a gap means
+    frames were dropped)."""
 
     def write(self, image: np.ndarray, index: int) -> None: ...
 
@@ -68,8 +70,6 @@ class FileOutput(Output):
     """An H.264 .mp4 at the input's frame rate, with the input file's audio; written to a temporary
     file and moved into place when complete (also when stopped with Ctrl-C: what was recorded is
     kept). Dropped input frames repeat the previous frame, so the picture stays in time with the sound."""
-
-    name = "file"
 
     def __init__(self, path: Path, fps: float, audio_from: Path | None = None, overwrite: bool = False):
         self.path, self.fps, self.audio_from = Path(path), fps, audio_from
@@ -121,9 +121,8 @@ def has_display() -> bool:
 
 
 class WindowOutput(Output):
-    """A window on this machine's display (Tk, which ships with Python; q or Esc closes it)."""
-
-    name = "window"
+    """A window on this machine's display: Tk (which ships with Python) on a thread of its own, showing
+    the newest frame; q, Esc or closing the window stops the session as Ctrl-C does."""
 
     def __init__(self, title: str = "facelab live"):
         if not has_display():
@@ -134,30 +133,63 @@ class WindowOutput(Output):
         except ImportError:
             raise FacelabError("--output window needs Python's tkinter (apt install python3-tk): or use "
                                "--output browser") from None  # fmt: skip
-        self._tk, self.title, self._root, self.closed = tkinter, title, None, False
+        self._tk, self.title = tkinter, title
+        self.closed = self._stop = False
+        self._latest: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._error: FacelabError | None = None
+        self._thread = threading.Thread(target=self._window, name="live-window", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+
+    def _window(self) -> None:
+        self._show()
+        gc.collect()  # Tk's objects must go on the thread that made them, not at the interpreter's exit
+
+    def _show(self) -> None:
+        tk = self._tk
+        try:
+            root = tk.Tk()
+        except tk.TclError as exc:
+            self._error = FacelabError(f"--output window: cannot open a window ({exc}): use --output browser")
+            self._ready.set()
+            return
+        root.title(self.title)
+        label = tk.Label(root)
+        label.pack()
+        root.bind("<Key>", lambda e: setattr(self, "closed", self.closed or e.keysym in ("q", "Escape")))
+        root.protocol("WM_DELETE_WINDOW", lambda: setattr(self, "closed", True))
+        self._ready.set()
+
+        def show() -> None:
+            with self._lock:
+                image, self._latest = self._latest, None
+            if image is not None:
+                h, w = image.shape[:2]
+                ppm = b"P6 %d %d 255 " % (w, h) + cv2.cvtColor(image, cv2.COLOR_BGR2RGB).tobytes()
+                label.photo = tk.PhotoImage(data=ppm, format="PPM")  # kept, or Tk drops the picture
+                label.configure(image=label.photo)
+            if self._stop:
+                root.destroy()
+                return
+            root.after(10, show)
+
+        root.after(10, show)
+        root.mainloop()
+        label.photo = None
 
     def write(self, image: np.ndarray, index: int) -> None:
-        if self._root is None:  # Tk lives on the thread that writes
-            try:
-                self._root = self._tk.Tk()
-            except self._tk.TclError as exc:
-                raise FacelabError(f"--output window: cannot open a window ({exc}): use --output "
-                                   "browser") from None  # fmt: skip
-            self._root.title(self.title)
-            self._label = self._tk.Label(self._root)
-            self._label.pack()
-            self._root.bind("<Key>", lambda e: setattr(self, "closed", e.keysym in ("q", "Escape")))
-            self._root.protocol("WM_DELETE_WINDOW", lambda: setattr(self, "closed", True))
-        h, w = image.shape[:2]
-        ppm = b"P6 %d %d 255 " % (w, h) + cv2.cvtColor(image, cv2.COLOR_BGR2RGB).tobytes()
-        self._photo = self._tk.PhotoImage(data=ppm, format="PPM")
-        self._label.configure(image=self._photo)
-        self._root.update()
+        if self.closed:
+            raise KeyboardInterrupt
+        with self._lock:
+            self._latest = image
 
     def close(self) -> None:
-        if self._root is not None:
-            with contextlib.suppress(Exception):
-                self._root.destroy()
+        self._stop = True
+        self._thread.join(timeout=5)
 
 
 def loopback_devices() -> list[str]:
@@ -167,8 +199,6 @@ def loopback_devices() -> list[str]:
 
 class V4L2Output(Output):
     """A v4l2loopback device: frames go to it through ffmpeg as yuv420p at the input's rate."""
-
-    name = "v4l2"
 
     def __init__(self, device: str, fps: float):
         loopbacks = loopback_devices()
@@ -195,8 +225,6 @@ class V4L2Output(Output):
 
 class BrowserOutput(Output):
     """The newest frame as JPEG for the live page of `facelab ui` (an MJPEG stream)."""
-
-    name = "browser"
 
     def __init__(self):
         self.jpeg: bytes | None = None

@@ -1,4 +1,5 @@
-"""One live frame through the swap, in three steps the session runs on separate threads:
+"""One live frame through the swap, in three steps (the session runs them one after another or each on
+its own thread):
 
 - `prepare`: find the faces (detection on a downscaled frame every few frames, tracking between,
   68 landmarks, One-Euro smoothing; `faces.track.FaceFinder`), choose which to swap, and cut the
