@@ -20,6 +20,7 @@ def collect() -> list[tuple[str, str]]:
 
     import torch
 
+    from facelab import precision
     from facelab.device import cpu_summary, has_amx
     from facelab.faces.weights import available_models
     from facelab.media.ffmpeg import ffmpeg_exe, ffmpeg_version
@@ -37,7 +38,13 @@ def collect() -> list[tuple[str, str]]:
     name, flags = cpu_summary()
     rows.append(("cpu", f"{name}, {os.cpu_count()} logical cores"))
     rows.append(("cpu features", " ".join(flags) or "none detected"))
-    rows.append(("amx", "yes (bf16 autocast pays)" if has_amx() else "no (fp32 on CPU)"))
+    rows.append(("amx", "yes" if has_amx() else "no"))
+    for d in precision.decisions():
+        layout = "+channels_last" if d.get("channels_last") else ""
+        times = ", ".join(f"{k} {v:.1f} ms" for k, v in d.get("times_ms", {}).items())
+        what = f"{d.get('model')} batch {d.get('batch')} on {d.get('machine')}, torch {d.get('torch')}"
+        rows.append((f"precision ({d.get('what')})",
+                     f"{what}: {d.get('precision')}{layout} [{times}] ({d.get('decided')})"))  # fmt: skip
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             prop = torch.cuda.get_device_properties(i)

@@ -168,7 +168,7 @@ def _merged(ws: Path, name: str) -> list[np.ndarray]:
 def test_merge_with_a_dfm_gives_the_models_frames(merge_ws_dfm: Path):
     ws = merge_ws_dfm
     assert run_cli("export", "--model", "m", "-w", ws, "-q").returncode == 0
-    proc = run_cli("merge", "--model", "m", "--frames", "1-12", "-w", ws, "-q")
+    proc = run_cli("merge", "--model", "m", "--frames", "1-12", "--precision", "fp32", "-w", ws, "-q")
     assert proc.returncode == 0, proc.stderr
     native = _merged(ws, "native")
     proc = run_cli("merge", "--model", ws / "model" / "m.dfm", "--frames", "1-12", "-w", ws)

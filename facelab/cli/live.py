@@ -56,10 +56,12 @@ def cmd_export(args: argparse.Namespace, class_name: str | None = None) -> int:
 
 def register_live(sub, common) -> None:
     from facelab.cli.ui import add_server_options
+    from facelab.device import PRECISIONS
     from facelab.faces.align import FACE_TYPE_NAMES
     from facelab.live.session import SCHEDULES
     from facelab.merge.settings import OPTIONS
     from facelab.options import add_arguments
+    from facelab.precision import PRECISION_HELP
 
     p = sub.add_parser(
         "live", parents=[common], help="swap faces live: a webcam, a stream or a file, in real time",
@@ -84,6 +86,7 @@ def register_live(sub, common) -> None:
     p.add_argument("--face-type", choices=FACE_TYPE_NAMES, help="how a .dfm's faces are cropped, when the "
                    "file does not say (default: whole)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--config", type=Path, help="YAML or JSON file of merge settings (flags override it)")
     p.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
                    help="give up opening a stream after S seconds (default: 10)")  # fmt: skip
@@ -170,7 +173,10 @@ def cmd_live(args: argparse.Namespace) -> int:
 
         uvicorn, create_app = ui_modules()
         token, url = server_address(args)
-    model = MergeModel(spec, device=args.device, model_root=ws.model_dir, face_type=args.face_type)
+    model = MergeModel(spec, device=args.device, precision=args.precision, model_root=ws.model_dir,
+                       face_type=args.face_type, batch=1)  # fmt: skip
+    if model.precision_choice is not None:
+        say(model.precision_choice.line())
     source = Source(args.input, args.realtime, args.open_timeout, loop=args.loop, say=say)
     try:
         swapper = Swapper(model, settings, source.fps, all_faces=args.all_faces, reference=reference)

@@ -27,7 +27,9 @@ def frame_range(text: str) -> tuple[int, int]:
 
 
 def register(sub, common) -> None:
+    from facelab.device import PRECISIONS
     from facelab.merge.settings import OPTIONS
+    from facelab.precision import PRECISION_HELP
 
     p = sub.add_parser(
         "merge",
@@ -59,6 +61,7 @@ def register(sub, common) -> None:
     )
     p.add_argument("--workers", type=int_in(1, 64), help="blending processes (default: one per core)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     add_arguments(p.add_argument_group("merge settings"), OPTIONS)
     p.set_defaults(handler=cmd_merge)
 
@@ -86,10 +89,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     changes = load_config(args.config, OPTIONS) if args.config else {}
     changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     try:
-        model = MergeModel(folder, device=args.device, xseg=args.xseg_model, model_root=ws.model_dir,
-                           face_type=args.face_type)  # fmt: skip
+        model = MergeModel(folder, device=args.device, precision=args.precision, xseg=args.xseg_model,
+                           model_root=ws.model_dir, face_type=args.face_type)  # fmt: skip
     except CheckpointError as exc:
         raise CheckpointError(f"{exc}{folder.restore_hint()}") from None
+    if model.precision_choice is not None:
+        say(model.precision_choice.line())
     if args.preview is not None:
         if changes:
             session.override(args.preview, args.preview, changes)

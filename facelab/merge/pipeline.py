@@ -32,6 +32,7 @@ from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
 from facelab.models.folder import ModelFolder, find_model, load_network
+from facelab.precision import choose, model_timer
 from facelab.procs import clean_pool
 from facelab.workspace import Workspace, numbered_images
 from facelab.xseg.apply import XSegPredictor
@@ -57,8 +58,9 @@ class MergeModel:
 
     def __init__(self, folder: ModelFolder | Path, device: str = "auto", precision: str = "auto",
                  xseg: str | None = None, model_root: Path | None = None,
-                 face_type: str | None = None):  # fmt: skip
+                 face_type: str | None = None, batch: int = BATCH):  # fmt: skip
         self.dfm: DFMModel | None = None
+        self.channels_last, self.precision_choice = False, None
         self._xseg_name, self._xseg = xseg or "xseg", None
         if isinstance(folder, ModelFolder):
             self.device = pick_device(device)
@@ -70,7 +72,7 @@ class MergeModel:
             self.name = folder.path.name
             self.face_type = ckpt.config["face_type"]
             self.res = int(self.model.config["resolution"])
-            self.precision = pick_precision(precision, self.device)
+            self._pick_precision(precision, batch)
             self.id = f"{self.name}@{ckpt.state.get('iteration')}"
             self.morphs = self.model.kind == "amp"
             return
@@ -81,6 +83,20 @@ class MergeModel:
         self.face_type = canonical_face_type(self.dfm.face_type or face_type or DFM_FACE_TYPE)
         self.res, self.precision, self.morphs = self.dfm.res, "fp32", self.dfm.amp
         self.id = f"{self.name}@{self.dfm.digest()[:12]}"
+
+    def _pick_precision(self, precision: str, batch: int) -> None:
+        """`auto`: the faster of fp32 and bf16 (with or without channels_last) for this model at this
+        batch, measured once per machine (facelab.precision); otherwise as asked."""
+        dev = self.device
+        if precision != "auto" or dev.type not in ("cpu", "cuda"):
+            self.precision = pick_precision(precision, dev)
+            return
+        bf16 = dev.type == "cpu" or torch.cuda.is_bf16_supported()
+        timer = model_timer(self.model.swap, self.model, (batch, 3, self.res, self.res), dev)
+        choice = choose("merge", self.model.config, batch, dev, timer, bf16)
+        self.model.to(memory_format=torch.channels_last if choice.channels_last else torch.contiguous_format)
+        self.precision, self.channels_last = choice.precision, choice.channels_last
+        self.precision_choice = choice
 
     def xseg(self, mode: str) -> XSegPredictor:
         """The XSeg model for the xseg mask modes (loaded on first use)."""
@@ -125,6 +141,8 @@ class MergeModel:
                 face[sel], mask[sel], dst_mask[sel] = self.dfm.predict(crops[sel], 1.0 if m is None else m)
                 continue
             x = torch.from_numpy(np.ascontiguousarray(crops[sel].transpose(0, 3, 1, 2))).to(self.device)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16" else (
                 contextlib.nullcontext())  # fmt: skip
             with ctx:
