@@ -104,3 +104,28 @@ def test_merge_model_measures_once_and_predicts_in_the_chosen_precision(tmp_path
     tol = 0.05 if first.precision == "bf16" else 1e-5
     for a, b in zip(first.predict(crops), forced.predict(crops), strict=True):
         assert np.abs(a - b).max() < tol
+
+
+def test_training_measures_without_changing_the_run(train_ws: Path, monkeypatch):
+    """Timing the candidates (forward, losses, backward of a batch drawn by position) leaves the
+    weights, the optimiser and the draws as they were: `auto` deciding fp32 trains exactly as
+    `--precision fp32` does."""
+    from facelab.train.trainer import train
+    from facelab.workspace import Workspace
+    from tests.train_tiny import tiny_options
+
+    monkeypatch.setattr(precision, "CANDIDATES", (("fp32", False), ("bf16", False)))
+    monkeypatch.setattr(precision, "MIN_BF16_GAIN", float("inf"))  # bf16 is timed, never chosen
+    weights = {}
+    for mode in ("auto", "fp32"):
+        train(Workspace(train_ws), recipe("quick96"), mode, tiny_options(6, preview=False, precision=mode))
+        folder = ModelFolder.of(train_ws / "model", mode, "Quick96")
+        weights[mode] = folder.load(optimizer=True)
+    entry = precision.decisions()[0]
+    assert entry["what"] == "train" and set(entry["times_ms"]) == {"fp32", "bf16"}
+    a, b = weights["auto"], weights["fp32"]
+    assert a.state["iteration"] == b.state["iteration"] == 6
+    for name, t in b.weights.items():
+        assert torch.equal(a.weights[name], t), name
+    for name, t in b.optimizer.items():
+        assert torch.equal(a.optimizer[name], t), name

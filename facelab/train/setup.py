@@ -153,7 +153,8 @@ def _build(run: TrainingRun, config: dict) -> None:
     """The network `config` describes, its optimiser and its extra losses, on the run's device."""
     torch.manual_seed(run.seed)  # initial weights follow the run's seed
     run.model = build_network(config).to(run.device)
-    if run.precision == "bf16":
+    run.channels_last = run.precision == "bf16"  # until `--precision auto` has measured
+    if run.channels_last:
         run.model = run.model.to(memory_format=torch.channels_last)
     run.net = run.model  # what the training step calls: the model, or its DDP wrapper
     optimizer = OPTIMIZERS[run.recipe.optimizer]

@@ -31,6 +31,7 @@ from facelab.device import PRECISIONS, check_device_name, is_oom, pick_device
 from facelab.errors import FacelabError
 from facelab.models.folder import PREVIEW, CheckpointError, ModelFolder
 from facelab.options import Option
+from facelab.precision import choose
 from facelab.train import distributed, keys, model_options, report, setup
 from facelab.train.augment import augment, sample_generators, xseg_input_augment
 from facelab.train.color import color_transfer, hsv_jitter
@@ -51,7 +52,8 @@ OPTIONS = [
     model_options.SHARED["autobackup_hour"],
     Option("preview", bool, True, f"write {PREVIEW} at every save", switch=True),
     model_options.SHARED["write_preview_history"],
-    Option("precision", str, "auto", "auto: bf16 with AMX or a bf16 CUDA GPU, else fp32", choices=PRECISIONS),
+    Option("precision", str, "auto", "auto: the faster of fp32 and bf16 for this model here, measured once",
+           choices=PRECISIONS),
     Option("device", str, "auto", "auto, cpu, cuda, cuda:N or mps (auto: a GPU if there is one)",
            check=check_device_name),
     Option("seed", int, 0, "random seed for a new model", range=(0, 2**62)),
@@ -97,6 +99,7 @@ class TrainingRun:
     recipe: Recipe
     device: torch.device
     precision: str
+    channels_last: bool  # the model's weights and inputs in NHWC memory order
     data: dict[str, FaceSamples]
     model: torch.nn.Module
     net: torch.nn.Module  # what the step calls: the model, or its DDP wrapper
@@ -119,7 +122,10 @@ class TrainingRun:
                  ranks: distributed.Ranks = distributed.Ranks()):  # fmt: skip
         self.ws, self.folder, self.train_options, self.ranks = ws, folder, train_options, ranks
         self.stop_requested = False
+        self.precision_choice = None
         setup.prepare(self, recipe)
+        if train_options.precision == "auto" and self.device.type in ("cpu", "cuda") and not ranks.enabled:
+            self.measure_precision()  # (several ranks would have to agree: they keep the rule)
 
     def distribute(self) -> None:
         """Wrap the model in DDP: a collective step, so every rank calls it at the same point."""
@@ -144,6 +150,35 @@ class TrainingRun:
             "device": str(self.device),
             "faces": {s: len(self.data[s]) for s in SIDES},
         }
+
+    # ------------------------------------------------------------------ precision
+    def measure_precision(self) -> None:
+        """`--precision auto`: time forward, losses and backward of the first batch (drawn by position,
+        so nothing of the run's own draws is used up) in each candidate, keep the fastest
+        (facelab.precision), and put the model in its memory layout. Weights, optimiser and random
+        draws are untouched: there is no optimiser step, and the gradients are dropped."""
+        batches = {s: self._side_batch(s, 0, self.batch, warp=True) for s in SIDES}
+        forward = self._xseg_forward if self.recipe.loss == "xseg" else (lambda b: [self._forward(b)[0]])
+        dev = self.device
+
+        def timed(precision: str, channels_last: bool) -> float:
+            self.precision, self.channels_last = precision, channels_last
+            self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            start = time.perf_counter()
+            sum(forward(batches)).backward()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            took = time.perf_counter() - start
+            for net in (self.model, *self.extra_losses.nets.values()):
+                net.zero_grad(set_to_none=True)
+            return took
+
+        bf16 = dev.type == "cpu" or torch.cuda.is_bf16_supported()
+        config = self.config["architecture"] | {"recipe": self.recipe.class_name, "loss": self.recipe.loss}
+        self.precision_choice = choose("train", config, self.batch, dev, timed, bf16)
+        self.precision = self.precision_choice.precision
+        self.channels_last = self.precision_choice.channels_last
+        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
     # ------------------------------------------------------------------ one iteration
     def autocast(self):
@@ -201,15 +236,13 @@ class TrainingRun:
             return self.recipe.lr
         return self.recipe.lr * (math.cos(2 * math.pi * self.iteration / self.recipe.lr_cycle) + 1) / 2
 
-    def train_step(self, batches) -> list[float]:
-        """One optimiser step; returns this rank's [src loss, dst loss]."""
-        if self.recipe.loss == "xseg":
-            return self._xseg_step(batches)
+    def _forward(self, batches):
+        """(total loss, src loss, dst loss, network outputs, soft masks) of one batch."""
         (warped_src, target_src, mask_src), (warped_dst, target_dst, mask_dst) = (
             batches["src"],
             batches["dst"],
         )
-        if self.precision == "bf16":
+        if self.channels_last:
             warped_src = warped_src.contiguous(memory_format=torch.channels_last)
             warped_dst = warped_dst.contiguous(memory_format=torch.channels_last)
         with self.autocast():
@@ -223,10 +256,17 @@ class TrainingRun:
         # Losses in float32, outside autocast.
         src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
         dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
-        total = src_loss + dst_loss
+        total, soft = src_loss + dst_loss, None
         if self.extra_losses.active:
             soft = self.extra_losses.soft_masks(batches)
             total = total + self.extra_losses.generator_terms(out, batches, soft)
+        return total, src_loss, dst_loss, out, soft
+
+    def train_step(self, batches) -> list[float]:
+        """One optimiser step; returns this rank's [src loss, dst loss]."""
+        if self.recipe.loss == "xseg":
+            return self._xseg_step(batches)
+        total, src_loss, dst_loss, out, soft = self._forward(batches)
         total.backward()
         src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
         if self.recipe.clipgrad:
@@ -239,17 +279,20 @@ class TrainingRun:
         self.iteration += 1
         return [src_loss.item(), dst_loss.item()]
 
-    def _xseg_step(self, batches) -> list[float]:
+    def _xseg_forward(self, batches) -> list[torch.Tensor]:
         """XSeg: sigmoid cross-entropy of the predicted mask against the label mask, per side."""
         inputs = torch.cat([batches[s][0] for s in SIDES])
-        if self.precision == "bf16":
+        if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with self.autocast():
             logits = self.net(inputs)
-        losses = [
+        return [
             F.binary_cross_entropy_with_logits(part.float(), batches[s][2][:, :1])
             for s, part in zip(SIDES, logits.split([batches[s][0].shape[0] for s in SIDES]), strict=True)
         ]
+
+    def _xseg_step(self, batches) -> list[float]:
+        losses = self._xseg_forward(batches)
         sum(losses).backward()
         if self.recipe.clipgrad:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -361,6 +404,8 @@ def _loop(run: TrainingRun) -> TrainResult:
         + (f", {run.ranks.world} processes" if run.ranks.enabled else "")
         + (" (Enter saves and exits; s save, b backup, p preview)" if keys.usable() else "")
     )
+    if run.precision_choice is not None:
+        status.line(run.precision_choice.line())
     if not run.iteration:
         status.line("Trying the first iteration. If it fails for memory, use a smaller --batch.")
 
