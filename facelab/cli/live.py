@@ -203,7 +203,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     say(f"live: {source.spec} ({source.kind}, {source.fps:.3g} fps) -> {args.output} with {model.name} "
         f"({backend})")  # fmt: skip
     stopped = False
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops as cleanly as Ctrl-C
+    # Ctrl-C and a kill stop cleanly, also when this process was started with SIGINT ignored (Python
+    # then installs no KeyboardInterrupt handler: found when the stream test ran after other tests).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     try:
         stats = session.run(on_stats=show)
     except KeyboardInterrupt:
