@@ -22,8 +22,10 @@ OPTS = ["resolution=64", "archi=liae-ud", "ae_dims=32", "e_dims=16", "d_dims=16"
 
 
 def _train(ws: Path, name: str, batch: int, target: int, procs: int) -> str:
+    # fp32 on both sides: `auto` measures on one process and keeps the rule on several.
     args = ["train", "--model", "saehd", "--name", name, "--batch", str(batch), "--target-iter", str(target),
-            "--seed", "5", "--device", "cpu", "--no-preview", "-w", str(ws)]  # fmt: skip
+            "--seed", "5", "--device", "cpu", "--no-preview", "-w", str(ws),
+            "--precision", "fp32"]  # fmt: skip
     for o in OPTS:
         args += ["--opt", o]
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]

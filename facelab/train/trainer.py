@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from facelab import progress
-from facelab.device import PRECISIONS, check_device_name, is_oom, pick_device
+from facelab.device import PRECISIONS, check_device_name, is_oom, pick_device, pick_precision
 from facelab.errors import FacelabError
 from facelab.models.folder import PREVIEW, CheckpointError, ModelFolder
 from facelab.options import Option
@@ -125,7 +125,15 @@ class TrainingRun:
         self.precision_choice = None
         setup.prepare(self, recipe)
         if train_options.precision == "auto" and self.device.type in ("cpu", "cuda") and not ranks.enabled:
-            self.measure_precision()  # (several ranks would have to agree: they keep the rule)
+            try:
+                self.measure_precision()  # (several ranks would have to agree: they keep the rule)
+            except Exception as exc:  # out of memory: the first iteration reports it, with the batch to use
+                if not is_oom(exc):
+                    raise
+                self.precision_choice = None
+                self.precision = pick_precision("auto", self.device)
+                self._drop_grads()
+                self._layout(self.precision == "bf16")
 
     def distribute(self) -> None:
         """Wrap the model in DDP: a collective step, so every rank calls it at the same point."""
@@ -162,23 +170,30 @@ class TrainingRun:
         dev = self.device
 
         def timed(precision: str, channels_last: bool) -> float:
-            self.precision, self.channels_last = precision, channels_last
-            self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+            self.precision = precision
+            self._layout(channels_last)
             start = time.perf_counter()
             sum(forward(batches)).backward()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             took = time.perf_counter() - start
-            for net in (self.model, *self.extra_losses.nets.values()):
-                net.zero_grad(set_to_none=True)
+            self._drop_grads()
             return took
 
         bf16 = dev.type == "cpu" or torch.cuda.is_bf16_supported()
         config = self.config["architecture"] | {"recipe": self.recipe.class_name, "loss": self.recipe.loss}
         self.precision_choice = choose("train", config, self.batch, dev, timed, bf16)
         self.precision = self.precision_choice.precision
-        self.channels_last = self.precision_choice.channels_last
-        self.model.to(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        self._layout(self.precision_choice.channels_last)
+
+    def _layout(self, channels_last: bool) -> None:
+        """The model's weights (and so its inputs) in NHWC or NCHW memory order."""
+        self.channels_last = channels_last
+        self.model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+    def _drop_grads(self) -> None:
+        for net in (self.model, *self.extra_losses.nets.values()):
+            net.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ one iteration
     def autocast(self):
