@@ -5,7 +5,8 @@
 For a Quick96 and an AMP model (DeepFaceLab's default sizes, seeded weights: speed does not depend
 on training), each through PyTorch and through its exported .dfm in onnxruntime (plus CUDA where
 there is a GPU):
-- model alone: ms per face at batch 1 on a real 720p face crop (median of 30 calls);
+- model alone: ms per face at batch 1 on a real 720p face crop (median of 30 calls), in the
+  precision `--precision auto` measured for it (onnxruntime: fp32);
 - pipeline: frames/s over shared/media/dst_1.mp4 (720x720) with every frame processed, from
   decoding to the JPEG the browser page is sent, once `auto` has chosen its schedule (the first 36
   frames warm up and time both schedules; `whole_run_fps` counts them too);
@@ -42,6 +43,7 @@ from facelab.live.swapper import Swapper  # noqa: E402
 from facelab.merge.pipeline import MergeModel  # noqa: E402
 from facelab.models.folder import ModelFolder  # noqa: E402
 from facelab.models.registry import create_model  # noqa: E402
+from facelab.precision import label  # noqa: E402
 from facelab.train.recipes import recipe  # noqa: E402
 from facelab.train.setup import new_config, new_state  # noqa: E402
 
@@ -112,11 +114,12 @@ def main() -> None:
         if cuda_ort:
             backends.append(("onnxruntime", dfm, "cuda"))
         for backend, spec, device in backends:
-            model = MergeModel(spec, device=device, model_root=tmp / "model")
+            model = MergeModel(spec, device=device, model_root=tmp / "model", batch=1)  # as live does
             ms = model_ms(model, real_crop(model))
             full = pipeline(model, realtime=False)
             rt = pipeline(model, realtime=True)
             rows.append({"model": kind, "resolution": model.res, "backend": backend, "device": device,
+                         "precision": label(model.precision, model.channels_last),
                          "model_ms": round(ms, 2), "model_fps": round(1000 / ms, 2),
                          "pipeline_fps": round(full["steady_fps"], 2),
                          "ratio": round(full["steady_fps"] * ms / 1000, 3),
@@ -132,15 +135,16 @@ def main() -> None:
                       "video": "dst_1.mp4 720x720 25 fps", "rows": rows}, indent=2))  # fmt: skip
     print(f"\n{cpu} ({', '.join(flags) or 'no avx flags'}), {torch.get_num_threads()} threads"
           + (f", {gpu}" if gpu else ""))  # fmt: skip
-    head = f"{'model':<8} {'res':>4} {'backend':<12} {'dev':<5} {'model ms':>9} {'model fps':>9} " \
-           f"{'pipe fps':>8} {'ratio':>6} {'sched':<10} {'rt fps':>6} {'latency':>8} {'dropped':>7}"
-    print(head)
+    columns = [("model", "model", 8, ""), ("res", "resolution", 4, ""), ("backend", "backend", 12, ""),
+               ("dev", "device", 5, ""), ("precision", "precision", 20, ""),
+               ("model ms", "model_ms", 9, ".1f"), ("model fps", "model_fps", 9, ".1f"),
+               ("pipe fps", "pipeline_fps", 8, ".1f"), ("ratio", "ratio", 6, ".2f"),
+               ("schedule", "schedule", 10, ""), ("rt fps", "realtime_fps", 6, ".1f"),
+               ("latency ms", "realtime_latency_ms", 10, ".0f"),
+               ("dropped", "realtime_dropped", 7, "")]  # fmt: skip
+    print(" ".join(f"{h:>{w}}" for h, _, w, _ in columns))
     for r in rows:
-        print(f"{r['model']:<8} {r['resolution']:>4} {r['backend']:<12} {r['device']:<5} "
-              f"{r['model_ms']:>9.1f} {r['model_fps']:>9.1f} {r['pipeline_fps']:>8.1f} {r['ratio']:>6.2f} "
-              f"{r['schedule']:<10} "
-              f"{r['realtime_fps']:>6.1f} {r['realtime_latency_ms']:>6.0f}ms {r['realtime_dropped']:>7}")
-
+        print(" ".join(f"{r[k]:>{w}{spec}}" for _, k, w, spec in columns))
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,7 @@ from facelab.fsutil import write_json_atomic
 CANDIDATES = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
 MIN_BF16_GAIN = 1.10
 REPEATS = 3  # timed calls per candidate, after one warm-up; the fastest counts
-HOPELESS = 2.0  # a bf16 candidate this much slower than fp32 on its first call is not timed again
+HOPELESS = 5.0  # a bf16 candidate this much slower than fp32 on its first call is not timed again
 CACHE_ENV = "FACELAB_CACHE_DIR"
 PRECISION_HELP = ("auto (default): the faster of fp32 and bf16 for this model here, measured once and "
                   "cached; or fp32 or bf16")  # fmt: skip
