@@ -26,3 +26,12 @@ def common_options() -> argparse.ArgumentParser:
 
 def workspace_from(args: argparse.Namespace) -> Workspace:
     return Workspace(Path(args.workspace) if args.workspace else default_workspace())
+
+
+def face_model(ws: Workspace, name: str | None):
+    """What `--model` names for merge and live: an exported FILE.dfm/.onnx (a Path), or a face model
+    folder of the workspace (the newest without a name; never an XSeg model)."""
+    from facelab.dfm.runtime import is_dfm_path
+    from facelab.models.folder import find_model
+
+    return Path(name) if is_dfm_path(name) else find_model(ws.model_dir, name, exclude=("XSeg",))

@@ -8,7 +8,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from facelab.cli.common import workspace_from
+from facelab.cli.common import face_model, workspace_from
 from facelab.progress import say
 
 
@@ -113,14 +113,12 @@ class LiveControl:
 
 def _settings(args: argparse.Namespace, ws, spec) -> dict:
     """The model's merge session (if it has one), then --config, then the flags."""
-    from facelab.dfm.runtime import is_dfm_path
     from facelab.merge.session import MergeSession, SessionError
     from facelab.merge.settings import OPTIONS
     from facelab.options import load_config
 
     try:
-        dfm = is_dfm_path(args.model)
-        saved = (MergeSession.of_file(ws.model_dir, spec) if dfm else MergeSession.of(spec)).settings
+        saved = MergeSession.for_model(ws.model_dir, spec).settings
     except SessionError:
         saved = {}
     changes = load_config(args.config, OPTIONS) if args.config else {}
@@ -150,7 +148,6 @@ def cmd_live(args: argparse.Namespace) -> int:
     import sys
     import threading
 
-    from facelab.dfm.runtime import is_dfm_path
     from facelab.errors import UsageError
     from facelab.faces.identity import reference_descriptor
     from facelab.live.outputs import BrowserOutput
@@ -158,11 +155,9 @@ def cmd_live(args: argparse.Namespace) -> int:
     from facelab.live.sources import Source
     from facelab.live.swapper import Swapper
     from facelab.merge.pipeline import MergeModel
-    from facelab.models.folder import find_model
 
     ws = workspace_from(args)
-    dfm = is_dfm_path(args.model)
-    spec = Path(args.model) if dfm else find_model(ws.model_dir, args.model, exclude=("XSeg",))
+    spec = face_model(ws, args.model)
     settings = _settings(args, ws, spec)
     if settings.get("mode") == "raw-predict":
         raise UsageError("--mode raw-predict gives faces, not frames: choose another --mode for live")

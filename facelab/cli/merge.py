@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facelab import prompts
 from facelab.cli.argtypes import int_in
-from facelab.cli.common import workspace_from
+from facelab.cli.common import face_model, workspace_from
 from facelab.faces.align import FACE_TYPE_NAMES
 from facelab.options import add_arguments, load_config
 from facelab.progress import say
@@ -67,25 +67,19 @@ def register(sub, common) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from facelab.dfm.runtime import is_dfm_path
     from facelab.merge.pipeline import MergeModel, merge, preview_frame
     from facelab.merge.session import MergeSession, SessionError
     from facelab.merge.settings import OPTIONS
-    from facelab.models.folder import CheckpointError, find_model
+    from facelab.models.folder import CheckpointError
 
     ws = workspace_from(args)
-    dfm = is_dfm_path(args.model)
-    folder = Path(args.model) if dfm else find_model(ws.model_dir, args.model, exclude=("XSeg",))
-
-    def session_of(fresh: bool) -> MergeSession:
-        return MergeSession.of_file(ws.model_dir, folder, fresh) if dfm else MergeSession.of(folder, fresh)
-
+    folder = face_model(ws, args.model)
     try:
-        session = session_of(args.fresh_session)
+        session = MergeSession.for_model(ws.model_dir, folder, fresh=args.fresh_session)
     except SessionError as exc:
         if not (prompts.interactive() and prompts.ask_bool(f"{exc}. Start a fresh session", True)):
             raise
-        session = session_of(True)
+        session = MergeSession.for_model(ws.model_dir, folder, fresh=True)
     changes = load_config(args.config, OPTIONS) if args.config else {}
     changes |= {o.name: getattr(args, o.name) for o in OPTIONS if getattr(args, o.name) is not None}
     try:

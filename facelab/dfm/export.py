@@ -59,7 +59,6 @@ class _XSegGraph(nn.Module):
 @dataclass
 class Exported:
     path: Path
-    kind: str
     resolution: int
     inputs: list[str]
     outputs: list[str]
@@ -162,7 +161,7 @@ def export(folder: ModelFolder, out: Path, face_dirs: list[Path], fp16: bool = F
         model.producer_name = "facelab"
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
-        result = Exported(out, kind, res, inputs, outputs, len(faces))
+        result = Exported(out, res, inputs, outputs, len(faces))
         _check(graph, tmp, faces, fp16, amp, xseg, result)
     return result
 
@@ -171,7 +170,9 @@ def _check(graph: nn.Module, path: Path, faces: np.ndarray, fp16: bool, amp: boo
            result: Exported) -> None:  # fmt: skip
     """onnxruntime's outputs against PyTorch's; raises (so nothing is written) when they differ."""
     tol = TOLERANCE[fp16]
-    session = onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # A face model goes through the .dfm loader's own contract checks first, as DeepFaceLive's.
+    session = (onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"]) if xseg
+               else DFMModel(path, device="cpu").session)  # fmt: skip
     got_in = [(i.name, i.shape) for i in session.get_inputs()]
     got_out = [(o.name, o.shape) for o in session.get_outputs()]
     res = faces.shape[1]
@@ -181,8 +182,6 @@ def _check(graph: nn.Module, path: Path, faces: np.ndarray, fp16: bool, amp: boo
     if got_in != want_in or got_out != want_out:
         raise FacelabError(f"the exported graph has inputs {got_in} and outputs {got_out}, not {want_in} and "
                            f"{want_out}: nothing was written (please report this)")  # fmt: skip
-    if not xseg:
-        DFMModel(path, device="cpu")  # the loader's own contract checks, as DeepFaceLive's
     x = torch.from_numpy(faces)
     for morph in MORPHS if amp else (None,):
         feed = {FACE_INPUT: faces} | ({MORPH_INPUT: np.array([morph], np.float32)} if amp else {})

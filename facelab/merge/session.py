@@ -37,9 +37,12 @@ class MergeSession:
         return cls(path) if fresh else cls.load(path)
 
     @classmethod
-    def of_file(cls, model_root: Path, model_file: Path, fresh: bool = False) -> MergeSession:
-        """The session of an exported model file (a .dfm has no folder): kept in the workspace's model/."""
-        path = Path(model_root) / f"{Path(model_file).name}.{SESSION}"
+    def for_model(cls, model_root: Path, model: ModelFolder | Path, fresh: bool = False) -> MergeSession:
+        """The session of a model folder, or of an exported model file (a .dfm has no folder: its
+        session is kept in the workspace's model/ as `<file>.merge_session.json`)."""
+        if isinstance(model, ModelFolder):
+            return cls.of(model, fresh)
+        path = Path(model_root) / f"{Path(model).name}.{SESSION}"
         return cls(path) if fresh else cls.load(path)
 
     @classmethod
