@@ -13,14 +13,13 @@ and mask alike), with edge pixels replicated.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from facelab.train.losses import gaussian_blur
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -95,15 +94,42 @@ def _pixel_grid(res: int, device: torch.device) -> torch.Tensor:
     return torch.stack([x, y], dim=-1)  # (R, R, 2), grid_sample's (x, y) order
 
 
-def _warp_field(res: int, g: torch.Generator) -> torch.Tensor:
-    """One sample's random warp as a displacement field (2, R, R) in normalised coordinates."""
-    cell = res // (2 ** int(torch.randint(1, 4, (1,), generator=g)))
-    points = res // cell + 1
+def _draws(g: torch.Generator, res: int, warp: bool, points: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """One sample's draws, in the order its generator has always made them: 5 uniforms (rotation,
+    scale, shift x/y, flip), then for the warp a grid of 2, 4 or 8 cells and a normal offset per
+    inner grid point (zero-padded to `points` x `points`). Only these scalars are drawn per sample;
+    every pixel operation runs on the whole batch."""
+    u = torch.rand(5, generator=g)
     coarse = torch.zeros(2, points, points)
-    coarse[:, 1:-1, 1:-1] = torch.randn(2, points - 2, points - 2, generator=g) * (cell * 0.24 * 2 / res)
-    fine = F.interpolate(coarse[None], size=(res + cell, res + cell), mode="bilinear", align_corners=False)[0]
-    half = cell // 2
-    return fine[:, half : half + res, half : half + res]
+    if not warp:
+        return u, 0, coarse
+    level = int(torch.randint(1, 4, (1,), generator=g)) - 1  # 2, 4 or 8 cells
+    cell = res // 2 ** (level + 1)
+    n = res // cell + 1
+    coarse[:, 1 : n - 1, 1 : n - 1] = torch.randn(2, n - 2, n - 2, generator=g) * (cell * 0.24 * 2 / res)
+    return u, level, coarse
+
+
+@functools.lru_cache(maxsize=8)
+def _warp_basis(res: int) -> torch.Tensor:
+    """(3, R, P): for 2, 4 and 8 cells, the weights that take a coarse grid of offsets to the
+    R x R field: bilinear upsampling (align_corners=False) to R + cell, cropped by half a cell
+    each side, so the grid's points fall on cell corners inside the face. Upsampling is linear and
+    separable, so field = W @ coarse @ W^T, one batched matmul for every sample at once."""
+    cells = [res // 2**k for k in (1, 2, 3)]
+    points = max(res // c + 1 for c in cells)
+    basis = torch.zeros(3, res, points)
+    for level, cell in enumerate(cells):
+        n = res // cell + 1
+        up = F.interpolate(torch.eye(n)[None], size=res + cell, mode="linear", align_corners=False)[0]
+        basis[level, :, :n] = up.T[cell // 2 : cell // 2 + res]
+    return basis
+
+
+def warp_fields(levels: torch.Tensor, coarse: torch.Tensor, res: int) -> torch.Tensor:
+    """(B, 2, R, R) displacement fields from per-sample grid levels and coarse offsets."""
+    w = _warp_basis(res).to(coarse.device)[levels]  # (B, R, P)
+    return w[:, None] @ coarse @ w[:, None].transpose(-1, -2)
 
 
 def augment(
@@ -113,27 +139,31 @@ def augment(
     `gens` holds one generator per sample."""
     b, _, res, _ = images.shape
     dev = images.device
-    u = torch.stack([torch.rand(5, generator=g) for g in gens]) * 2 - 1  # uniform in [-1, 1)
+    warp = warp and spec.random_warp
+    points = _warp_basis(res).shape[-1]
+    us, levels, coarse = zip(*(_draws(g, res, warp, points) for g in gens), strict=True)
+    u = torch.stack(us).to(dev) * 2 - 1  # uniform in [-1, 1)
     angle = u[:, 0] * math.radians(spec.rotation_deg)
     scale = 1 + u[:, 1] * spec.scale
     shift = u[:, 2:4] * spec.shift * 2
     flip = (u[:, 4] + 1) / 2 < spec.flip_prob if spec.random_flip else torch.zeros(b, dtype=torch.bool)
-    fields = torch.stack([_warp_field(res, g) for g in gens]) if warp and spec.random_warp else None
+    flip = flip.to(dev)
 
     # Output pixel q comes from source point p = R(-angle) (q - shift) / scale (after undoing the flip).
     q = _pixel_grid(res, dev).expand(b, res, res, 2).clone()
-    q[..., 0] = torch.where(flip.to(dev)[:, None, None], -q[..., 0], q[..., 0])
-    q = q - shift.to(dev)[:, None, None, :]
-    cos, sin = torch.cos(angle).to(dev), torch.sin(angle).to(dev)
+    q[..., 0] = torch.where(flip[:, None, None], -q[..., 0], q[..., 0])
+    q = q - shift[:, None, None, :]
+    cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], -2)  # R(-angle)
-    p = torch.einsum("bij,bhwj->bhwi", rot, q) / scale.to(dev)[:, None, None, None]
+    p = torch.einsum("bij,bhwj->bhwi", rot, q) / scale[:, None, None, None]
 
     pixels = images.float().div_(255)
     target = grid_sample(pixels, p, "bicubic", "border").clamp_(0, 1)
     mask = grid_sample(face_masks.float().div_(255), p, "bilinear", "zeros")
-    if fields is None:
+    if not warp:
         return target, target, mask
-    disp = grid_sample(fields.to(dev), p, "bilinear", "border").permute(0, 2, 3, 1)
+    fields = warp_fields(torch.tensor(levels, device=dev), torch.stack(coarse).to(dev), res)
+    disp = grid_sample(fields, p, "bilinear", "border").permute(0, 2, 3, 1)
     warped = grid_sample(pixels, p + disp, "bicubic", "border").clamp_(0, 1)
     return warped, target, mask
 
@@ -156,8 +186,25 @@ def xseg_input_augment(images: torch.Tensor, masks: torch.Tensor, others: torch.
     shift = (u[:, 2:5] - 0.5) * 0.3  # per-channel colour +-15 %
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * gain.view(b, 1, 1, 1) + mean + shift.view(b, 3, 1, 1)
-    sigma = u[:, 5] * 2.0
-    blurred = [gaussian_blur(out[i : i + 1], float(sigma[i])) if u[i, 6] >= 0.5 and sigma[i] >= 0.3
-               else out[i : i + 1] for i in range(b)]  # fmt: skip
-    return torch.cat(blurred).clamp_(0, 1)
+    return blur_each(out, u[:, 5] * 2.0, u[:, 6] >= 0.5).clamp_(0, 1)
 
+
+def blur_each(x: torch.Tensor, sigma: torch.Tensor, on: torch.Tensor, max_sigma: float = 2.0) -> torch.Tensor:
+    """`gaussian_blur(x[i], sigma[i])` for each sample where on[i] (and sigma >= 0.3), in two
+    grouped convolutions for the whole batch: each sample's kernel is its own Gaussian, truncated
+    to its own size and zero-padded to the largest, so the result equals the per-sample blur."""
+    b, c, h, w = x.shape
+    size = max(3, 2 * math.ceil(2 * max_sigma) + 1)
+    taps = torch.arange(size, device=x.device, dtype=torch.float32) - size // 2
+    sigma = sigma.to(x.device, torch.float32).clamp(min=1e-3)[:, None]
+    reach = (2 * torch.ceil(2 * sigma) + 1).clamp(min=3) // 2  # each sample's own kernel half-width
+    k = torch.exp(-(taps**2) / (2 * sigma**2)) * (taps.abs() <= reach)
+    k = k / k.sum(dim=1, keepdim=True)
+    delta = (taps == 0).float().expand(b, size)
+    k = torch.where((on.to(x.device) & (sigma[:, 0] >= 0.3))[:, None], k, delta)
+    k = k.repeat_interleave(c, dim=0)  # (B*C, size)
+    pad = size // 2
+    y = F.pad(x.float().reshape(1, b * c, h, w), (pad, pad, pad, pad))
+    y = F.conv2d(y, k.view(b * c, 1, 1, size), groups=b * c)
+    y = F.conv2d(y, k.view(b * c, 1, size, 1), groups=b * c)
+    return y.view(b, c, h, w)
