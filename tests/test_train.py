@@ -24,7 +24,7 @@ from facelab.models.folder import (
 from facelab.train.augment import AugmentSpec, EpochSampler, augment, sample_generators
 from facelab.train.history import MAX_BUCKETS, LossHistory
 from facelab.train.losses import dssim, gaussian_blur, masked_face_loss
-from facelab.train.optim import RMSprop
+from facelab.train.optim import OPTIMIZERS, RMSprop
 
 
 def _faces(n=4, res=32):
@@ -126,6 +126,35 @@ def test_rmsprop_matches_its_formula_and_lr_dropout_keeps_30_percent():
     restored = RMSprop([("v", v)], lr=0.1)
     restored.load_state_tensors(drop.state_tensors())
     assert torch.equal(restored.acc[0], drop.acc[0])
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adabelief"])
+@pytest.mark.parametrize("lr_dropout", [1.0, 0.3])
+def test_multi_tensor_step_equals_the_chunked_step(kind, lr_dropout):
+    """The GPU's multi-tensor update (foreach) and the CPU's chunked one give the same weights and
+    state, channels_last weights included."""
+    def make():
+        g = torch.Generator().manual_seed(0)
+        shapes = [(64, 32, 3, 3), (64,), (700_000,), (16, 8, 1, 1)]  # the third spans two CPU chunks
+        params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+        params[0].data = params[0].data.contiguous(memory_format=torch.channels_last)
+        return params, OPTIMIZERS[kind]([(f"p{i}", p) for i, p in enumerate(params)], lr=0.01,
+                                        lr_dropout=lr_dropout, seed=3)  # fmt: skip
+
+    (a, opt_a), (b, opt_b) = make(), make()
+    g = torch.Generator().manual_seed(1)
+    for step in range(3):
+        for pa, pb in zip(a, b, strict=True):
+            pa.grad = torch.randn(pa.shape, generator=g)
+            pb.grad = pa.grad.clone()
+        a[1].grad = b[1].grad = None  # a parameter without a gradient is left alone
+        opt_a.step(step, foreach=False)
+        opt_b.step(step, foreach=True)
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.allclose(pa, pb, rtol=1e-6, atol=1e-7)
+    for name, t in opt_a.state_tensors().items():
+        assert torch.allclose(t, opt_b.state_tensors()[name], rtol=1e-6, atol=1e-9)
+    assert not torch.equal(a[0], make()[0][0])
 
 
 def test_loss_history_stays_small_and_round_trips():
