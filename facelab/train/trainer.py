@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from facelab import progress
 from facelab.device import PRECISIONS, check_device_name, is_oom, pick_device, pick_precision
@@ -266,15 +267,16 @@ class TrainingRun:
                 rows = sample_generators(self.seed, "mix", self.iteration, start=self.ranks.rank * self.batch,
                                          count=warped_src.shape[0])  # fmt: skip
                 mix["mix"] = self.model.random_mix(rows)
-            out = self.net(warped_src, warped_dst, swap=self.extra_losses.needs_swap,
-                             with_codes=self.extra_losses.needs_codes, **mix)  # fmt: skip
-        # Losses in float32, outside autocast.
-        src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
-        dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
-        total, soft = src_loss + dst_loss, None
-        if self.extra_losses.active:
-            soft = self.extra_losses.soft_masks(batches)
-            total = total + self.extra_losses.generator_terms(out, batches, soft)
+            with record_function("forward"):
+                out = self.net(warped_src, warped_dst, swap=self.extra_losses.needs_swap,
+                               with_codes=self.extra_losses.needs_codes, **mix)  # fmt: skip
+        with record_function("loss"):  # in float32, outside autocast
+            src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
+            dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
+            total, soft = src_loss + dst_loss, None
+            if self.extra_losses.active:
+                soft = self.extra_losses.soft_masks(batches)
+                total = total + self.extra_losses.generator_terms(out, batches, soft)
         return total, src_loss, dst_loss, out, soft
 
     def train_step(self, batches) -> list[float]:
@@ -282,14 +284,17 @@ class TrainingRun:
         if self.recipe.loss == "xseg":
             return self._xseg_step(batches)
         total, src_loss, dst_loss, out, soft = self._forward(batches)
-        total.backward()
+        with record_function("backward"):
+            total.backward()
         src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
-        if self.recipe.clipgrad:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        lr = self.learning_rate()
-        self.opt.step(self.iteration, lr)
+        with record_function("optimizer"):
+            if self.recipe.clipgrad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            lr = self.learning_rate()
+            self.opt.step(self.iteration, lr)
         if self.extra_losses.nets:
-            self.extra_losses.discriminator_step(out, batches, soft, self.iteration, lr)
+            with record_function("discriminators"):
+                self.extra_losses.discriminator_step(out, batches, soft, self.iteration, lr)
         self.opt.zero_grad()
         self.iteration += 1
         return [src_loss.item(), dst_loss.item()]
@@ -439,9 +444,11 @@ def _loop(run: TrainingRun) -> TrainResult:
             while True:
                 t0 = time.perf_counter()
                 try:
-                    batches = run.next_batches()
-                    t1 = time.perf_counter()
-                    local = run.train_step(batches)
+                    with record_function("step"):  # the phases inside are named for benchmarks/train.py
+                        with record_function("data"):
+                            batches = run.next_batches()
+                        t1 = time.perf_counter()
+                        local = run.train_step(batches)
                 except Exception as exc:
                     if is_oom(exc):
                         raise FacelabError(
