@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,7 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int) -> dict:
     rec, ws = recipe(model), Workspace(Path(ws))
     name = f"bench-{model}-{batch}-{precision}"
     opts = dict(batch=batch, precision=precision, preview=False, seed=0)
+    shutil.rmtree(ws.model_dir / f"{name}_{rec.class_name}", ignore_errors=True)  # an earlier run's
     trainer.train(ws, rec, name, trainer.TrainOptions(target_iter=WARMUP, **opts))
     result = trainer.train(ws, rec, name, trainer.TrainOptions(target_iter=WARMUP + iters, **opts))
     ms = result.ms_per_iter
