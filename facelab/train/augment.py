@@ -111,7 +111,7 @@ def _draws(g: torch.Generator, res: int, warp: bool, points: int) -> tuple[torch
 
 
 @functools.lru_cache(maxsize=8)
-def _warp_basis(res: int) -> torch.Tensor:
+def _warp_basis(res: int, device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """(3, R, P): for 2, 4 and 8 cells, the weights that take a coarse grid of offsets to the
     R x R field: bilinear upsampling (align_corners=False) to R + cell, cropped by half a cell
     each side, so the grid's points fall on cell corners inside the face. Upsampling is linear and
@@ -123,12 +123,12 @@ def _warp_basis(res: int) -> torch.Tensor:
         n = res // cell + 1
         up = F.interpolate(torch.eye(n)[None], size=res + cell, mode="linear", align_corners=False)[0]
         basis[level, :, :n] = up.T[cell // 2 : cell // 2 + res]
-    return basis
+    return basis.to(device)  # cached per device: no copy to the GPU at every batch
 
 
 def warp_fields(levels: torch.Tensor, coarse: torch.Tensor, res: int) -> torch.Tensor:
     """(B, 2, R, R) displacement fields from per-sample grid levels and coarse offsets."""
-    w = _warp_basis(res).to(coarse.device)[levels]  # (B, R, P)
+    w = _warp_basis(res, coarse.device)[levels]  # (B, R, P)
     return w[:, None] @ coarse @ w[:, None].transpose(-1, -2)
 
 
