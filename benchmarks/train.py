@@ -18,7 +18,9 @@ whether it is within 3 % of the best forced precision. With a CUDA GPU, MFU agai
 dense bf16 peak (table values) is added, and SAEHD at batch 32.
 
 --with-load runs each model's auto row again beside a second, CPU-bound process of one core (a
-Python busy loop) and reports the slowdown factor (target <= 2x).
+Python busy loop), for 4x --iters (at least 48) so the thread tuner (facelab/train/threads.py) has
+settled, and reports the slowdown factor: the median iteration of the run's second half against
+the quiet run's median (target <= 2x), and the thread count it ended on.
 
 Targets (any CPU): Quick96 and SAEHD default >= 75 % of the measured peak; auto never more than
 3 % slower than the best forced precision; data share <= 5 %.
@@ -31,6 +33,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,7 +129,7 @@ def phase_breakdown(prof, iterations: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in totals.items()}
 
 
-def one(ws: str, model: str, batch: int, precision: str, iters: int) -> dict:
+def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: bool = True) -> dict:
     """Runs in a child process: warm up, resume for `iters` iterations, profile a few more, report."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -146,11 +149,12 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int) -> dict:
     trainer.train(ws, rec, name, trainer.TrainOptions(target_iter=WARMUP, **opts))
     result = trainer.train(ws, rec, name, trainer.TrainOptions(target_iter=WARMUP + iters, **opts))
     ms = result.ms_per_iter
-
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        trainer.train(ws, rec, name,
-                      trainer.TrainOptions(target_iter=WARMUP + iters + PROFILED, **opts))  # fmt: skip
-    phases = phase_breakdown(prof, PROFILED)
+    phases = None
+    if profiled:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            trainer.train(ws, rec, name,
+                          trainer.TrainOptions(target_iter=WARMUP + iters + PROFILED, **opts))  # fmt: skip
+        phases = phase_breakdown(prof, PROFILED)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = create_model(rec.model).to(device)
@@ -162,8 +166,10 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int) -> dict:
         "model": model, "batch": batch, "precision": precision, "ran_in": state["precision"],
         "channels_last": choice["channels_last"] if choice and precision == "auto" else None,
         "measured_ms": choice["times_ms"] if choice and precision == "auto" else None,
-        "device": device, "threads": torch.get_num_threads(),
+        "device": device, "threads": result.threads,
         "ms_per_iter": round(ms, 1), "data_share": round(result.data_share, 4),
+        "median_ms": round(statistics.median(result.step_ms), 1),
+        "second_half_median_ms": round(statistics.median(result.step_ms[len(result.step_ms) // 2 :]), 1),
         "gflop_per_iter": round(flops / 1e9, 1), "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1),
         "phases_ms": phases,
         "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -171,8 +177,10 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int) -> dict:
     }  # fmt: skip
 
 
-def child(ws: Path, cache: Path, model: str, batch: int, precision: str, iters: int) -> dict:
-    cmd = [sys.executable, __file__, "--child", json.dumps([str(ws), model, batch, precision, iters])]
+def child(ws: Path, cache: Path, model: str, batch: int, precision: str, iters: int, profiled: bool = True
+          ) -> dict:  # fmt: skip
+    args = [str(ws), model, batch, precision, iters, profiled]
+    cmd = [sys.executable, __file__, "--child", json.dumps(args)]
     env = os.environ | {"FACELAB_CACHE_DIR": str(cache)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
@@ -224,8 +232,9 @@ def main() -> None:
             group[2]["auto_vs_best_forced"] = round(group[2]["ms_per_iter"] / best, 3)
             rows += group
             if a.with_load:
-                row = under_load(lambda m=model: child(ws, cache, m, BATCH[m], "auto", a.iters))
-                row["slowdown_under_load"] = round(row["ms_per_iter"] / group[2]["ms_per_iter"], 2)
+                longer = max(4 * a.iters, 48)
+                row = under_load(lambda m=model, n=longer: child(ws, cache, m, BATCH[m], "auto", n, False))
+                row["slowdown_under_load"] = round(row["second_half_median_ms"] / group[2]["median_ms"], 2)
                 loaded.append(row)
         if device.type == "cuda" and "saehd" in models:
             rows.append(child(ws, cache, "saehd", 32, "auto", a.iters))
@@ -255,6 +264,9 @@ def print_table(s: dict) -> None:
               f"{r['achieved_gflops']:>9}{r['efficiency']:>7.0%}{r['data_share'] * 100:>8.1f}"
               f"{r['peak_mem_mb']:>9}{r.get('auto_vs_best_forced', ''):>9}"
               f"{r.get('slowdown_under_load', ''):>8}")  # fmt: skip
+    for r in s["under_load"]:
+        print(f"  {r['model']} beside a one-core load: {r['second_half_median_ms']} ms (the second half's "
+              f"median), ended on {r['threads']} of {s['threads']} threads")
     print("\nwhere an iteration goes (ms, profiled):")
     for r in s["runs"]:
         print(f"  {r['model']} {r['precision']}: " + ", ".join(f"{k} {v}" for k, v in r["phases_ms"].items()))

@@ -90,7 +90,7 @@ def test_xseg_train_needs_labelled_faces(xseg_ws: Path):
 
 def _xseg(ws: Path, name: str, target: int):
     opts = TrainOptions(target_iter=target, arch=dict(TINY), model_options={"resolution": 64}, seed=3,
-                        preview=False, status_every_s=0)  # fmt: skip
+                        preview=False, status_every_s=0, threads=2)  # fmt: skip
     return train(Workspace(ws), RECIPES["xseg"], name, opts)
 
 

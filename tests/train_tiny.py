@@ -5,6 +5,7 @@ usage: python tests/train_tiny.py WORKSPACE NAME TARGET_ITER [SAVE_EVERY_MIN] [B
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,9 @@ TINY = {"resolution": 64, "ae_dims": 32, "e_dims": 16, "d_dims": 16, "d_mask_dim
 
 
 def tiny_options(target_iter: int, **kw) -> TrainOptions:
+    """A fixed thread count: the tuner (train/threads.py) would change the summation order under a
+    competing load, and the tests compare runs exactly."""
+    kw.setdefault("threads", len(os.sched_getaffinity(0)))
     return TrainOptions(target_iter=target_iter, arch=dict(TINY), seed=kw.pop("seed", 7), **kw)
 
 

@@ -41,6 +41,7 @@ from facelab.train.extras import ExtraLosses
 from facelab.train.history import LossHistory
 from facelab.train.losses import masked_face_loss, saehd_face_loss
 from facelab.train.recipes import Recipe
+from facelab.train.threads import ThreadTuner
 from facelab.workspace import SIDES, Workspace
 
 # `facelab train`'s settings as flags (and `run`'s, and the UI's). target_iter, autobackup_hour and
@@ -58,6 +59,9 @@ OPTIONS = [
     Option("device", str, "auto", "auto, cpu, cuda, cuda:N or mps (auto: a GPU if there is one)",
            check=check_device_name),
     Option("seed", int, 0, "random seed for a new model", range=(0, 2**62)),
+    Option("threads", int, 0, "CPU threads (0: all cores, one fewer at a time while other processes "
+           "compete for them and that measures faster; a fixed count keeps runs bit-reproducible)",
+           range=(0, 4096)),
 ]  # fmt: skip
 
 
@@ -79,6 +83,7 @@ class TrainOptions:
     model_options: dict = field(default_factory=dict)  # --opt / --config values (SAEHD)
     override: bool = False  # let a resumed model's changeable options change (prompts on a terminal)
     pretrain_faces: Path | None = None  # aligned faces for pretrain (both sides)
+    threads: int = 0  # CPU threads; 0 = all cores (this rank's share), tuned under load (train/threads.py)
 
 
 @dataclass
@@ -89,6 +94,8 @@ class TrainResult:
     last_losses: list[float]  # mean src/dst loss over the last iterations of this run
     ms_per_iter: float
     data_share: float  # fraction of iteration time spent making batches
+    step_ms: list[float] = field(default_factory=list)  # every iteration's time in this run
+    threads: int = 0  # the CPU thread count at the end (train/threads.py may have changed it)
 
 
 class TrainingRun:
@@ -366,7 +373,7 @@ def train(ws: Workspace, recipe: Recipe, name: str, opts: TrainOptions) -> Train
     ranks = distributed.from_env()
     opts = replace(opts, device=distributed.device_for(ranks, opts.device))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, cores // ranks.local_world))
+    torch.set_num_threads(opts.threads or max(1, cores // ranks.local_world))
     folder = ModelFolder.of(ws.model_dir, name, recipe.class_name)
     distributed.setup(ranks, pick_device(opts.device))
     try:
@@ -437,8 +444,11 @@ def _loop(run: TrainingRun) -> TrainResult:
     ms = 0.0
     since_save: list[list[float]] = []
     run_losses: list[list[float]] = []
+    step_ms: list[float] = []
     data_time = step_time = 0.0
     first_iteration = run.iteration
+    tuned = run.device.type == "cpu" and not opts.threads and not run.ranks.enabled
+    tuner = ThreadTuner(torch.get_num_threads()) if tuned and torch.get_num_threads() > 1 else None
     try:
         with keys.KeyReader(enabled=main) as reader:
             while True:
@@ -472,7 +482,10 @@ def _loop(run: TrainingRun) -> TrainResult:
                 since_save.append(losses)
                 run_losses.append(losses)
                 ms = (t2 - t0) * 1000
+                step_ms.append(ms)
                 status.update(run.iteration, ms, *losses)
+                if tuner and (change := tuner.after_step(ms)):
+                    status.line(change)
                 if main and now - last_live >= 2.0:
                     report.write_live(run, ms, running=True)
                     last_live = now
@@ -522,4 +535,6 @@ def _loop(run: TrainingRun) -> TrainResult:
         [sum(v) / len(tail) for v in zip(*tail, strict=True)],
         step_time / max(1, n) * 1000,
         data_time / step_time if step_time else 0.0,
+        step_ms,
+        torch.get_num_threads(),
     )
