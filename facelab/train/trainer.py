@@ -133,15 +133,27 @@ class TrainingRun:
         self.precision_choice = None
         setup.prepare(self, recipe)
         if train_options.precision == "auto" and self.device.type in ("cpu", "cuda") and not ranks.enabled:
+            out_of_memory = False
             try:
                 self.measure_precision()  # (several ranks would have to agree: they keep the rule)
             except Exception as exc:  # out of memory: the first iteration reports it, with the batch to use
                 if not is_oom(exc):
                     raise
+                out_of_memory = True
+            if out_of_memory:  # outside the handler, whose traceback still holds the batch's tensors
                 self.precision_choice = None
                 self.precision = pick_precision("auto", self.device)
                 self._drop_grads()
-                self._layout(self.precision == "bf16")
+                try:
+                    self._layout(self.precision == "bf16")
+                except Exception as exc:
+                    raise (self.out_of_memory() if is_oom(exc) else exc) from exc
+
+    def out_of_memory(self) -> FacelabError:
+        return FacelabError(
+            f"out of memory at batch size {self.batch} on {self.device}: "
+            f"train with a smaller batch, e.g. --batch {max(1, self.batch // 2)}"
+        )
 
     def distribute(self) -> None:
         """Wrap the model in DDP: a collective step, so every rank calls it at the same point."""
@@ -461,10 +473,7 @@ def _loop(run: TrainingRun) -> TrainResult:
                         local = run.train_step(batches)
                 except Exception as exc:
                     if is_oom(exc):
-                        raise FacelabError(
-                            f"out of memory at batch size {run.batch} on {run.device}: "
-                            f"train with a smaller batch, e.g. --batch {max(1, run.batch // 2)}"
-                        ) from exc
+                        raise run.out_of_memory() from exc
                     raise
                 t2 = time.perf_counter()
                 data_time, step_time = data_time + t1 - t0, step_time + t2 - t0
