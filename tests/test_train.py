@@ -157,6 +157,32 @@ def test_multi_tensor_step_equals_the_chunked_step(kind, lr_dropout):
     assert not torch.equal(a[0], make()[0][0])
 
 
+@pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
+def test_the_step_is_right_after_the_weights_change_memory_layout(kind):
+    """`--precision auto` may put the model in channels_last (or take it out) after the optimiser
+    was made: the state must still belong to its own weight element, as without the change."""
+    def make(layout):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in ((64, 32, 3, 3), (8, 16, 5, 5))]
+        opt = OPTIMIZERS[kind]([(f"p{i}", p) for i, p in enumerate(params)], lr=0.01, seed=3)
+        for p in params:
+            p.data = p.data.contiguous(memory_format=layout)
+        return params, opt
+
+    (a, opt_a), (b, opt_b) = make(torch.contiguous_format), make(torch.channels_last)
+    g = torch.Generator().manual_seed(1)
+    for step in range(3):
+        for pa, pb in zip(a, b, strict=True):
+            pa.grad = torch.randn(pa.shape, generator=g)
+            pb.grad = pa.grad.contiguous(memory_format=torch.channels_last)
+        opt_a.step(step)
+        opt_b.step(step)
+    for pa, pb in zip(a, b, strict=True):
+        assert torch.allclose(pa, pb, rtol=1e-6, atol=1e-7)
+    for name, t in opt_a.state_tensors().items():
+        assert torch.allclose(t, opt_b.state_tensors()[name], rtol=1e-6, atol=1e-9), name
+
+
 def test_loss_history_stays_small_and_round_trips():
     h = LossHistory(2)
     for i in range(1, 3 * MAX_BUCKETS + 6):

@@ -59,9 +59,21 @@ class RMSprop:
         for p in self.params:
             p.grad = None
 
+    def _state_lists(self) -> list[list[torch.Tensor]]:
+        """The per-parameter state tensors, one list per kind, in the order `_update` takes them."""
+        return [self.acc]
+
     def _state(self, i: int) -> list[torch.Tensor]:
-        """Parameter i's state tensors, in the order `_update` takes them."""
-        return [self.acc[i]]
+        return [states[i] for states in self._state_lists()]
+
+    def _follow_layouts(self) -> None:
+        """State tensors in their parameter's memory order. The chunked step pairs elements by
+        memory position, and a model can change layout after its optimiser was made (`--precision
+        auto` choosing channels_last or not), which would pair a weight with another's state."""
+        for states in self._state_lists():
+            for i, p in enumerate(self.params):
+                if states[i].stride() != p.stride():
+                    states[i] = torch.empty_like(p).copy_(states[i])
 
     def _update(self, p, g, state, keep, lr: float) -> None:
         (a,) = state
@@ -88,6 +100,7 @@ class RMSprop:
         """One update. On a GPU (or with foreach=True) all parameters go through multi-tensor
         kernels; on a CPU each is updated in cache-sized chunks, which is faster there."""
         lr = self.lr if lr is None else lr
+        self._follow_layouts()
         masks = self.dropout.masks(step) if self.dropout is not None else [None] * len(self.params)
         if foreach is None:
             foreach = self.params[0].device.type == "cuda"
@@ -142,8 +155,8 @@ class AdaBelief(RMSprop):
         self.beta1, self.beta2 = beta1, beta2
         self.m = [torch.zeros_like(p) for p in self.params]
 
-    def _state(self, i: int) -> list[torch.Tensor]:
-        return [self.m[i], self.acc[i]]
+    def _state_lists(self) -> list[list[torch.Tensor]]:
+        return [self.m, self.acc]
 
     def _update(self, p, g, state, keep, lr: float) -> None:
         m, v = state
