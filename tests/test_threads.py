@@ -47,7 +47,7 @@ def test_load_moves_to_fewer_threads_and_back_when_it_goes():
     assert went_down <= 100 + 2 * threads.WINDOW  # within the window that saw the load
     assert set(counts[went_down + threads.WINDOW + threads.SETTLE : 400]) == {1}  # kept: it measured faster
     assert set(counts[400 + 3 * threads.WINDOW :]) == {2}  # back to every core once the load went
-    assert lines[0].startswith("threads: 1 of 2 (1.23x faster than 2, measured, 1.0 cores busy elsewhere)")
+    assert lines[0] == "threads: 1 of 2 (1.23x faster than 2, measured, 1.0 cores busy elsewhere before)"
     assert lines[1].startswith("threads: 2 of 2")
 
 

@@ -83,7 +83,8 @@ class ThreadTuner:
         self.others: float | None = None  # the last window's busy time elsewhere
         self.skip = 0
         self.steps = 0
-        self.trial: tuple[int, float] | None = None  # (count before the trial, its window median)
+        # (count before the trial, its window median, the busy time elsewhere in that window)
+        self.trial: tuple[int, float, float | None] | None = None
         self.wait = {"down": BACKOFF, "up": BACKOFF}
         self.next_try = {"down": 0, "up": BACKOFF}
 
@@ -99,33 +100,33 @@ class ThreadTuner:
         others, before = self.busy_elsewhere(), self.others
         self.others = others
         if self.trial is not None:
-            return self._judge(median, others)
+            return self._judge(median)
         # Busy time counts when two windows in a row saw it, so the window compared against a trial
         # ran under the load all the time; a slowdown counts at once.
         busy = others is not None and before is not None and min(others, before) >= BUSY
         idle = others is not None and before is not None and max(others, before) < IDLE
         quiet = self.quiet_ms.setdefault(self.count, median)
         if (busy or median > quiet * SLOWER) and self.count > 1 and self.steps >= self.next_try["down"]:
-            self._start(self.count - 1, median)
+            self._start(self.count - 1, median, others)
         elif self.count < self.most and (
             idle or ((others is None or others < BUSY) and self.steps >= self.next_try["up"])
         ):
-            self._start(self.count + 1, median)
+            self._start(self.count + 1, median, others)
         return None
 
-    def _start(self, count: int, median: float) -> None:
-        self.trial = (self.count, median)
+    def _start(self, count: int, median: float, others: float | None) -> None:
+        self.trial = (self.count, median, others)
         self._set(count)
 
-    def _judge(self, median: float, others: float | None) -> str | None:
-        before, before_ms = self.trial
+    def _judge(self, median: float) -> str | None:
+        before, before_ms, others = self.trial
         self.trial = None
         way = "down" if self.count < before else "up"
         if median < before_ms * (1 - GAIN):
             self.quiet_ms[self.count] = median
             self.wait[way] = BACKOFF
             self.next_try = {"down": self.steps, "up": self.steps + BACKOFF}  # go on the same way
-            load = f", {others:.1f} cores busy elsewhere" if others is not None else ""
+            load = f", {others:.1f} cores busy elsewhere before" if others is not None else ""
             return (f"threads: {self.count} of {self.most} ({before_ms / median:.2f}x faster than "
                     f"{before}, measured{load})")  # fmt: skip
         self._set(before)
