@@ -16,6 +16,7 @@ import torch
 from facelab.faces import masks, meta
 from facelab.faces.faceset import load_faceset
 from facelab.models.folder import ModelFolder, load_network
+from facelab.models.xseg import ConvBlock
 from facelab.train.crops import FaceJob, load_face
 from facelab.train.recipes import RECIPES
 from facelab.train.trainer import TrainOptions, train
@@ -80,6 +81,31 @@ def test_labels_are_checked_written_in_place_and_round_trip_through_json(xseg_ws
     assert_clean_error(run_cli("xseg", "labels", "import", out, "-w", xseg_ws), 1, "labels.json", "malformed")
     fetched = run_cli("xseg", "fetch", "dst", "-w", xseg_ws, "-q")
     assert fetched.returncode == 0 and len(list((xseg_ws / "data_dst" / "aligned_xseg").glob("*.jpg"))) == 6
+
+
+def test_the_fused_frn_tlu_equals_its_plain_ops():
+    """Training runs FRN + TLU through one hand-written backward (models/xseg.py); it must give
+    autograd's gradients for the input and every parameter, and keep bf16 under autocast."""
+    torch.manual_seed(0)
+    block = ConvBlock(4, 6).double()
+    with torch.no_grad():  # away from the initial values, where some terms vanish
+        block.frn.weight.uniform_(0.5, 1.5), block.frn.bias.uniform_(-0.2, 0.2)
+        block.tlu.tau.uniform_(-0.3, 0.3), block.frn.eps.fill_(-1e-3)
+    x = torch.randn(2, 4, 9, 7, dtype=torch.double, requires_grad=True)
+    params = [x, *block.parameters()]
+    plain = block.tlu(block.frn(block.conv(x)))
+    fused = block(x)
+    assert torch.allclose(fused, plain, atol=1e-12)
+    weights = torch.randn_like(plain)  # a loss whose gradient differs everywhere
+    for a, b in zip(torch.autograd.grad((plain * weights).sum(), params),
+                    torch.autograd.grad((fused * weights).sum(), params), strict=True):  # fmt: skip
+        assert torch.allclose(a, b, atol=1e-10), (a - b).abs().max()
+    with torch.no_grad():
+        assert torch.equal(block(x), plain)  # inference (and ONNX export) takes the plain ops
+    block = block.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = block(x.float().detach().requires_grad_())
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), plain.float(), atol=0.05)
 
 
 def test_xseg_train_needs_labelled_faces(xseg_ws: Path):

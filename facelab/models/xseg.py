@@ -45,6 +45,41 @@ class TLU(nn.Module):
         return torch.maximum(x, self.tau.view(1, -1, 1, 1))
 
 
+class _FRNTLU(torch.autograd.Function):
+    """TLU(FRN(x)) with a hand-written backward. Autograd's version of these few elementwise ops
+    (pow, mean, rsqrt, two multiplies, add, maximum) keeps each intermediate and runs about twenty
+    full-size kernels backwards; this keeps only x and the per-channel scale and runs about half as
+    many (XSeg's training step is mostly these, its convolutions being narrow). At least float32
+    inside, whatever the input's dtype (bf16 under autocast)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, tau):
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        r = torch.rsqrt(x32.square().mean(dim=(2, 3), keepdim=True) + eps.abs())
+        y = torch.addcmul(bias.view(1, -1, 1, 1), x32 * r, weight.view(1, -1, 1, 1))
+        ctx.save_for_backward(x, r, weight, bias, eps, tau)
+        return torch.maximum(y, tau.view(1, -1, 1, 1)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, r, weight, bias, eps, tau = ctx.saved_tensors
+        g = grad.to(r.dtype)
+        xhat = x.to(r.dtype) * r
+        y = torch.addcmul(bias.view(1, -1, 1, 1), xhat, weight.view(1, -1, 1, 1))
+        passed = y > tau.view(1, -1, 1, 1)  # where the output is y (else tau)
+        gy = g * passed
+        g_tau = (g - gy).sum(dim=(0, 2, 3))
+        g_bias = gy.sum(dim=(0, 2, 3))
+        gy_xhat = (gy * xhat).sum(dim=(2, 3), keepdim=True)  # per sample and channel
+        g_weight = gy_xhat.sum(dim=(0, 2, 3))
+        # gxhat = gy * weight; dx = r * (gxhat - xhat * mean_HW(gxhat * xhat))
+        mean = gy_xhat * weight.view(1, -1, 1, 1) / (x.shape[2] * x.shape[3])
+        g_x = (gy * weight.view(1, -1, 1, 1) - xhat * mean) * r
+        # d xhat / d|eps| = -xhat * r^2 / 2, summed against gxhat
+        g_eps = (-0.5 * torch.sign(eps)) * (gy_xhat * weight.view(1, -1, 1, 1) * r.square()).sum()
+        return g_x.to(x.dtype), g_weight, g_bias, g_eps.view(1), g_tau
+
+
 class ConvBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -52,8 +87,16 @@ class ConvBlock(nn.Module):
         self.frn = FRN(cout)
         self.tlu = TLU(cout)
 
+    def activate(self, x: torch.Tensor) -> torch.Tensor:
+        """self.tlu(self.frn(x)); fused when training (the plain ops otherwise, which is also what
+        an ONNX export traces)."""
+        f = self.frn
+        if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return self.tlu(f(x))
+        return _FRNTLU.apply(x, f.weight, f.bias, f.eps, self.tlu.tau)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tlu(self.frn(self.conv(x)))
+        return self.activate(self.conv(x))
 
 
 class UpConvBlock(ConvBlock):
@@ -66,7 +109,7 @@ class UpConvBlock(ConvBlock):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[2] * 2, x.shape[3] * 2
-        return self.tlu(self.frn(self.conv(x)[..., :h, :w]))
+        return self.activate(self.conv(x)[..., :h, :w])
 
 
 class BlurPool(nn.Module):
