@@ -165,7 +165,15 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
     r.step("4 extract dst faces", faces("dst"))
     r.step("5 train", training)
     r.step("6 merge", merging)
+    def quality() -> str:
+        from facelab.eval.report import summary_lines
+        from facelab.eval.workspace import EvalOptions, run_eval
+
+        evs, page = run_eval(ws, EvalOptions(dst=opts.dst, dst_faceset=True))
+        return "\n".join([str(page), *(f"      {line}" for line in summary_lines(evs[0]))])
+
     r.step("7 make video", video)
+    r.step("8 quality report", quality)
     return r.results
 
 

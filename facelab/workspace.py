@@ -58,6 +58,15 @@ class Workspace:
     def merged_mask_dir(self) -> Path:
         return self.frames_dir("dst") / "merged_mask"
 
+    @property
+    def result_video(self) -> Path:
+        return self.root / "result.mp4"
+
+    @property
+    def report_dir(self) -> Path:
+        """`facelab eval`'s report: index.html, its pictures and report.json."""
+        return self.root / "report"
+
     def layout(self) -> list[Path]:
         return [
             self.frames_dir("src"),

@@ -22,4 +22,4 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path):
     assert str(ws / "result.mp4") in proc.stdout and "real swaps need hours" in proc.stdout
     # A second run finds every step done and only prints the summary.
     again = run_cli("demo", "-w", ws, "-q", "--minutes", "0.2")
-    assert again.returncode == 0 and again.stdout.count("done in an earlier run") == 7, again.stdout
+    assert again.returncode == 0 and again.stdout.count("done in an earlier run") == 8, again.stdout

@@ -30,6 +30,7 @@ workflow (one workspace folder, as in DeepFaceLab):
      facelab import-dfl DIR             bring a DeepFaceLab model across (export-dfl goes back)
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
+     facelab eval                    how good result.mp4 is, measured -> report/index.html
      facelab export / live           a .dfm for DeepFaceLive; swap a camera, stream or file live
   all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE), before or after it
@@ -44,7 +45,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    from facelab.cli import dfl, faces, live, merge, misc, run, train, ui, video, xseg
+    from facelab.cli import dfl, evaluation, faces, live, merge, misc, run, train, ui, video, xseg
 
     parser = Parser(
         prog="facelab",
@@ -69,6 +70,7 @@ def build_parser() -> Parser:
     dfl.register(sub, common)
     merge.register(sub, common)
     video.register_make_video(sub, common)
+    evaluation.register(sub, common)
     live.register_export(sub, common)
     live.register_live(sub, common)
     run.register(sub, common)
