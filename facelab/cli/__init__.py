@@ -31,6 +31,7 @@ workflow (one workspace folder, as in DeepFaceLab):
   6. facelab merge                   the model's faces into every dst frame -> data_dst/merged/
   7. facelab make-video              data_dst/merged/ -> result.mp4 (+ result_mask.mp4)
      facelab eval                    how good result.mp4 is, measured -> report/index.html
+     facelab inspect FILE            the mark that says a video or image is a facelab swap
      facelab export / live           a .dfm for DeepFaceLive; swap a camera, stream or file live
   all in one: facelab run --src A.mp4 --dst B.mp4 [--minutes 30]
   every command takes --workspace DIR (default ./workspace or $FACELAB_WORKSPACE), before or after it

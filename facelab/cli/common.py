@@ -7,6 +7,8 @@ from pathlib import Path
 
 from facelab.workspace import Workspace, default_workspace
 
+WATERMARK = "synthetic (facelab)"  # --watermark without a text
+
 
 def common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -35,3 +37,17 @@ def face_model(ws: Workspace, name: str | None):
     from facelab.models.folder import find_model
 
     return Path(name) if is_dfm_path(name) else find_model(ws.model_dir, name, exclude=("XSeg",))
+
+
+def add_mark_arguments(p) -> None:
+    """--no-mark and --watermark [TEXT], for the steps that write swapped frames or videos."""
+    p.add_argument("--no-mark", action="store_true",
+                   help="leave out the metadata marking the output as synthetic (on by default)")  # fmt: skip
+    p.add_argument("--watermark", nargs="?", const=WATERMARK, metavar="TEXT",
+                   help=f"a visible label in every frame's corner (default text: {WATERMARK!r})")  # fmt: skip
+
+
+def stamp_from(args: argparse.Namespace, mark: dict):
+    from facelab.media.mark import Stamp
+
+    return Stamp(None if args.no_mark else mark, args.watermark)

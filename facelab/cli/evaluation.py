@@ -1,4 +1,5 @@
-"""eval: the quality report of a result (identity, expression, stability, seams, colour, sharpness)."""
+"""eval, the quality report of a result (identity, expression, stability, seams, colour, sharpness),
+and inspect, which reads back the mark saying a file is synthetic."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ def register(sub, common) -> None:
     p.add_argument("--every", type=int_in(1, 1_000_000), default=1, metavar="N",
                    help="score every N-th frame (default 1)")  # fmt: skip
     p.set_defaults(handler=cmd_eval)
+    p = sub.add_parser("inspect", parents=[common], help="read the synthetic-media mark of a video or image",
+                       description="Prints the mark facelab writes into every result (tool, version, "
+                       "model, kind, iteration, date); exit 1 when the file has none.")  # fmt: skip
+    p.add_argument("file", type=Path)
+    p.set_defaults(handler=cmd_inspect)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -48,4 +54,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for line in summary_lines(ev):
             say(f"  {line}")
     say(f"report: {page}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from facelab.errors import FacelabError
+    from facelab.media.mark import read_mark
+
+    if not args.file.is_file():
+        raise FacelabError(f"{args.file} does not exist: give a video or image file")
+    mark = read_mark(args.file)
+    if mark is None:
+        say(f"{args.file}: no facelab mark")
+        return 1
+    say(f"{args.file}: synthetic, made with facelab")
+    say(json.dumps(mark, indent=1, sort_keys=True))
     return 0

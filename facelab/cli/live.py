@@ -8,7 +8,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from facelab.cli.common import face_model, workspace_from
+from facelab.cli.common import add_mark_arguments, face_model, stamp_from, workspace_from
 from facelab.progress import say
 
 
@@ -87,6 +87,7 @@ def register_live(sub, common) -> None:
                    "file does not say (default: whole)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    add_mark_arguments(p)
     p.add_argument("--config", type=Path, help="YAML or JSON file of merge settings (flags override it)")
     p.add_argument("--open-timeout", type=float, default=10.0, metavar="S",
                    help="give up opening a stream after S seconds (default: 10)")  # fmt: skip
@@ -126,7 +127,7 @@ def _settings(args: argparse.Namespace, ws, spec) -> dict:
     return saved | changes
 
 
-def _output(args: argparse.Namespace, source):
+def _output(args: argparse.Namespace, source, mark: dict):
     from facelab.errors import UsageError
     from facelab.live import outputs
 
@@ -140,7 +141,8 @@ def _output(args: argparse.Namespace, source):
     if "://" in spec or spec.startswith("/dev/"):
         raise UsageError(f"--output {spec}: use browser, window, a file such as out.mp4, or v4l2:/dev/videoN")
     audio = source.path if source.kind == "file" else None
-    return outputs.FileOutput(Path(spec), source.fps, audio, overwrite=args.overwrite)
+    mark = None if args.no_mark else mark
+    return outputs.FileOutput(Path(spec), source.fps, audio, overwrite=args.overwrite, mark=mark)
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -175,11 +177,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     source = Source(args.input, args.realtime, args.open_timeout, loop=args.loop, say=say)
     try:
         swapper = Swapper(model, settings, source.fps, all_faces=args.all_faces, reference=reference)
-        output = _output(args, source)
+        output = _output(args, source, model.mark())
     except BaseException:
         source.stop()
         raise
-    session = LiveSession(source, swapper, [output], args.schedule, model_delay_s=args.model_delay / 1000)
+    session = LiveSession(source, swapper, [output], args.schedule, model_delay_s=args.model_delay / 1000,
+                          stamp=stamp_from(args, None) if args.watermark else None)  # fmt: skip
     if isinstance(output, BrowserOutput):
         control = LiveControl(session, source, swapper, model, output)
         config = uvicorn.Config(create_app(ws.root, token, live=control), host=args.host, port=args.port,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facelab import prompts
 from facelab.cli.argtypes import int_in
-from facelab.cli.common import face_model, workspace_from
+from facelab.cli.common import add_mark_arguments, face_model, stamp_from, workspace_from
 from facelab.faces.align import FACE_TYPE_NAMES
 from facelab.options import add_arguments, load_config
 from facelab.progress import say
@@ -60,6 +60,7 @@ def register(sub, common) -> None:
         "--overwrite", action="store_true", help="replace merged frames that another model made"
     )
     p.add_argument("--workers", type=int_in(1, 64), help="blending processes (default: one per core)")
+    add_mark_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     add_arguments(p.add_argument_group("merge settings"), OPTIONS)
@@ -103,7 +104,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     elif changes:
         session.settings |= changes
     session.save()
-    s = merge(ws, model, session, workers=args.workers, only=args.frames, overwrite=args.overwrite)
+    s = merge(ws, model, session, workers=args.workers, only=args.frames, overwrite=args.overwrite,
+              stamp=stamp_from(args, model.mark()))  # fmt: skip
     fps = s.merged / s.seconds if s.seconds else 0
     say(
         f"merged {s.merged} frames ({s.faces} faces; {s.no_face} without a face, copied through) with "

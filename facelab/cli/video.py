@@ -91,5 +91,5 @@ def cmd_make_video(args: argparse.Namespace) -> int:
         bitrate = bitrate or VIDEO_BY_NAME["bitrate"].default
     make_video(ws, VideoOptions(fmt=fmt, bitrate=bitrate, from_dir=args.from_dir, mask_from=args.mask_from,
                                 fps=args.fps, audio=args.audio, no_audio=args.no_audio, output=args.output,
-                                overwrite=args.overwrite))  # fmt: skip
+                                overwrite=args.overwrite, mark=args.mark is not False))  # fmt: skip
     return 0

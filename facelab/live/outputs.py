@@ -17,6 +17,7 @@ import numpy as np
 from facelab.errors import FacelabError
 from facelab.fsutil import atomic_path, remove_stale_temps
 from facelab.media.ffmpeg import ffmpeg_exe, last_error_line
+from facelab.media.mark import metadata_args
 
 JPEG_QUALITY = 85
 
@@ -71,8 +72,9 @@ class FileOutput(Output):
     file and moved into place when complete (also when stopped with Ctrl-C: what was recorded is
     kept). Dropped input frames repeat the previous frame, so the picture stays in time with the sound."""
 
-    def __init__(self, path: Path, fps: float, audio_from: Path | None = None, overwrite: bool = False):
-        self.path, self.fps, self.audio_from = Path(path), fps, audio_from
+    def __init__(self, path: Path, fps: float, audio_from: Path | None = None, overwrite: bool = False,
+                 mark: dict | None = None):  # fmt: skip
+        self.path, self.fps, self.audio_from, self.mark = Path(path), fps, audio_from, mark
         if self.path.exists() and not overwrite:
             raise FacelabError(f"{self.path} already exists: pass --overwrite to replace it")
         if self.path.suffix.lower() not in (".mp4", ".mov", ".mkv"):
@@ -90,8 +92,9 @@ class FileOutput(Output):
         if self.audio_from is not None:
             tail += ["-i", str(self.audio_from), "-map", "0:v:0", "-map", "1:a:0?", "-c:a", "aac",
                      "-b:a", "160k"]  # fmt: skip
+        flags = "+faststart" + ("+use_metadata_tags" if self.mark else "")  # MP4 keeps the `facelab` key
         tail += ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "18", "-pix_fmt", "yuv420p",
-                 "-movflags", "+faststart", "-y", str(tmp)]  # fmt: skip
+                 *metadata_args(self.mark, self.path.suffix), "-movflags", flags, "-y", str(tmp)]  # fmt: skip
         h, w = image.shape[:2]
         self._pipe = _FFmpegPipe((w, h), self.fps, tail, f"writing {self.path}")
 

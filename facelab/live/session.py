@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from facelab.live.outputs import Output
 from facelab.live.sources import Source
 from facelab.live.swapper import Swapper, Work
+from facelab.media.mark import Stamp
 
 WINDOW_S = 2.0  # the fps and latency figures are over the last two seconds
 SCHEDULES = ("auto", "threads", "sequential")
@@ -57,8 +58,9 @@ _END = object()
 
 class LiveSession:
     def __init__(self, source: Source, swapper: Swapper, outputs: list[Output], schedule: str = "auto",
-                 model_delay_s: float = 0.0):  # fmt: skip
+                 model_delay_s: float = 0.0, stamp: Stamp | None = None):  # fmt: skip
         self.source, self.swapper, self.outputs = source, swapper, outputs
+        self.stamp = stamp  # a visible label on every output frame (media/mark.py)
         self.schedule = schedule
         self.model_delay_s = model_delay_s  # a deliberately slow model, to test dropping
         self.stats = Stats()
@@ -85,8 +87,9 @@ class LiveSession:
 
     def _output(self, work: Work) -> None:
         work = self.swapper.blend(work)
+        image = self.stamp.draw(work.image) if self.stamp else work.image
         for out in self.outputs:
-            out.write(work.image, work.frame.index)
+            out.write(image, work.frame.index)
         done = time.perf_counter()
         with self._lock:
             self.stats.processed += 1

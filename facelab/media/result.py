@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facelab import locks
 from facelab.errors import FacelabError
+from facelab.media.mark import make_mark, read_mark
 from facelab.media.probe import VideoInfo, probe_video, read_video_record
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
 from facelab.options import Option
@@ -21,6 +22,8 @@ OPTIONS = [
     Option("fmt", str, "mp4", "container and codec", choices=tuple(VIDEO_FORMATS), flags=("--format",)),
     Option("bitrate", float, float(DEFAULT_BITRATE), "video bitrate in Mbit/s for the lossy formats",
            range=(1.0, 1000.0)),
+    Option("mark", bool, True, "mark the videos as synthetic in their metadata (the merged frames' mark, "
+           "with the model); --no-mark leaves it out", switch=True),
 ]  # fmt: skip
 BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -36,6 +39,7 @@ class VideoOptions:
     no_audio: bool = False
     output: Path | None = None  # default: <workspace>/result.<ext>
     overwrite: bool = False
+    mark: bool = True  # the synthetic mark in the container (media/mark.py)
 
 
 def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
@@ -101,8 +105,9 @@ def _encode(ws: Workspace, opts: VideoOptions) -> Path:
 
     ext = VIDEO_FORMATS[opts.fmt][0]
     out = opts.output or ws.root / f"result.{ext}"
+    mark = (read_mark(frames[0]) or make_mark()) if opts.mark else None  # the model that made the frames
     result = encode_video(frames, out, fps, fmt=opts.fmt, bitrate=opts.bitrate, audio_from=audio,
-                          overwrite=opts.overwrite, label=out.name)  # fmt: skip
+                          overwrite=opts.overwrite, label=out.name, mark=mark)  # fmt: skip
     sound = f"sound from {audio.name}" if audio else "no sound"
     say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
 
@@ -114,6 +119,6 @@ def _encode(ws: Workspace, opts: VideoOptions) -> Path:
         else:
             mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
             m = encode_video(masks, mask_out, fps, fmt=opts.fmt, lossless=True, overwrite=opts.overwrite,
-                             label=mask_out.name)  # fmt: skip
+                             label=mask_out.name, mark=mark)  # fmt: skip
             say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
     return out

@@ -12,6 +12,7 @@ from facelab import progress
 from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import atomic_path, remove_stale_temps
 from facelab.media.ffmpeg import run_ffmpeg
+from facelab.media.mark import metadata_args
 from facelab.media.probe import probe_video
 from facelab.workspace import numbered_images
 
@@ -72,6 +73,7 @@ def encode_video(
     lossless: bool | None = None,
     overwrite: bool = False,
     label: str = "video",
+    mark: dict | None = None,
 ) -> VideoResult:
     """Encode `frames` (all .png or all .jpg) to H.264 at `fps`; copy in `audio_from`'s first audio track."""
     if fmt not in VIDEO_FORMATS:
@@ -106,9 +108,9 @@ def encode_video(
         args += ["-map", "0:v:0"]
     args += ["-vf", _VIDEO_FILTER, "-c:v", "libx264", "-preset", PRESET]
     args += ["-qp", "0"] if lossless else ["-b:v", f"{bitrate:g}M"]
-    args += _TAGS
-    if out_path.suffix in (".mp4", ".mov"):
-        args += ["-movflags", "+faststart"]
+    args += _TAGS + metadata_args(mark, out_path.suffix)
+    if out_path.suffix in (".mp4", ".mov"):  # MP4 keeps custom metadata keys only when told to
+        args += ["-movflags", "+faststart" + ("+use_metadata_tags" if mark else "")]
 
     start = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)

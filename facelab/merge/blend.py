@@ -18,6 +18,7 @@ import numpy as np
 from facelab.color import transfer
 from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
+from facelab.media.mark import Stamp
 
 MAX_WORK = 1024  # masks are shaped at 4x the model's resolution, up to this size
 
@@ -229,16 +230,17 @@ def _png(img: np.ndarray) -> bytes:
 
 
 def blend_and_write(
-    frame: np.ndarray, faces: list[FaceInput], settings: dict, out: Path, out_mask: Path
+    frame: np.ndarray, faces: list[FaceInput], settings: dict, out: Path, out_mask: Path, stamp: Stamp
 ) -> int:
     """Worker process: merge one frame and write its PNG and mask; returns the number of faces."""
-    write_merged(*merge_frame(frame, faces, settings), out, out_mask)
+    write_merged(*merge_frame(frame, faces, settings), out, out_mask, stamp)
     return len(faces)
 
 
-def write_merged(merged: np.ndarray, mask: np.ndarray, out: Path, out_mask: Path) -> None:
-    write_bytes_atomic(out, _png(merged), fsync=False)
-    write_bytes_atomic(out_mask, _png(mask), fsync=False)
+def write_merged(merged: np.ndarray, mask: np.ndarray, out: Path, out_mask: Path, stamp: Stamp) -> None:
+    """Both PNGs, marked as synthetic (media/mark.py) unless the stamp says not to."""
+    write_bytes_atomic(out, stamp.encoded(_png(stamp.draw(merged))), fsync=False)
+    write_bytes_atomic(out_mask, stamp.encoded(_png(mask)), fsync=False)
 
 
 def init_worker() -> None:

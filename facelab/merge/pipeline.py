@@ -28,6 +28,7 @@ from facelab.errors import FacelabError
 from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, canonical_face_type, face_transform, face_type_name
 from facelab.faces.faceset import load_faceset
+from facelab.media.mark import Stamp, make_mark
 from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
@@ -75,6 +76,7 @@ class MergeModel:
             self._pick_precision(precision, batch)
             self.id = f"{self.name}@{ckpt.state.get('iteration')}"
             self.morphs = self.model.kind == "amp"
+            self.kind, self.iteration = folder.class_name, ckpt.state.get("iteration")
             return
         self.dfm = DFMModel(folder, device)
         self.device = torch.device("cuda" if self.dfm.provider.startswith("CUDA") else "cpu")
@@ -83,6 +85,11 @@ class MergeModel:
         self.face_type = canonical_face_type(self.dfm.face_type or face_type or DFM_FACE_TYPE)
         self.res, self.precision, self.morphs = self.dfm.res, "fp32", self.dfm.amp
         self.id = f"{self.name}@{self.dfm.digest()[:12]}"
+        self.kind, self.iteration = "dfm", None
+
+    def mark(self) -> dict:
+        """The synthetic mark for what this model makes (media/mark.py)."""
+        return make_mark(self.name, self.kind, self.iteration)
 
     def _pick_precision(self, precision: str, batch: int) -> None:
         """`auto`: the faster of fp32 and bf16 (with or without channels_last) for this model at this
@@ -249,14 +256,16 @@ class MergeSummary:
 
 
 def merge(ws: Workspace, model: MergeModel, session: MergeSession, workers: int | None = None,
-          only: tuple[int, int] | None = None, overwrite: bool = False) -> MergeSummary:  # fmt: skip
+          only: tuple[int, int] | None = None, overwrite: bool = False,
+          stamp: Stamp | None = None) -> MergeSummary:  # fmt: skip
     """Merge every dst frame (or the range `only`), skipping frames done with the same settings.
-    Frames another model made are replaced only with `overwrite`."""
+    Frames another model made are replaced only with `overwrite`. The frames carry `stamp`
+    (default: the model's synthetic mark, no visible label)."""
     with locks.hold(ws.merged_dir, "merge"):
-        return _merge(ws, model, session, workers, only, overwrite)
+        return _merge(ws, model, session, workers, only, overwrite, stamp or Stamp(model.mark()))
 
 
-def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
+def _merge(ws, model, session, workers, only, overwrite, stamp: Stamp) -> MergeSummary:
     start = time.perf_counter()
     plans = plan_frames(ws, model.face_type)
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
@@ -275,7 +284,7 @@ def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
         if only and not only[0] <= plan.number <= only[1]:
             continue
         s = session.for_frame(plan.number)
-        h = settings_hash(s, model.id_for(s))
+        h = settings_hash(s, model.id_for(s) + stamp.key())
         name = plan.path.stem
         if (
             done.get(name) == h
@@ -340,9 +349,8 @@ def _merge(ws, model, session, workers, only, overwrite) -> MergeSummary:
                     faces = model.faces(frame, cut, pred[k : k + n], pmask[k : k + n], dmask[k : k + n], s)
                     k += n
                     name = plan.path.stem
-                    fut = pool.submit(
-                        blend_and_write, frame, faces, s, merged_dir / f"{name}.png", mask_dir / f"{name}.png"
-                    )
+                    out, out_mask = merged_dir / f"{name}.png", mask_dir / f"{name}.png"
+                    fut = pool.submit(blend_and_write, frame, faces, s, out, out_mask, stamp)
                     pending.append((fut, name, h, len(faces)))
                 collect(block=len(pending) > 2 * workers)
             collect(block=True)
@@ -379,7 +387,7 @@ def preview_frame(
     plan = find_plan(plan_frames(ws, model.face_type), number)
     out_dir.mkdir(parents=True, exist_ok=True)
     out, out_mask = out_dir / f"{plan.path.stem}.png", out_dir / f"{plan.path.stem}_mask.png"
-    write_merged(*render_frame(model, plan, session.for_frame(number)), out, out_mask)
+    write_merged(*render_frame(model, plan, session.for_frame(number)), out, out_mask, Stamp(model.mark()))
     return out, out_mask
 
 
