@@ -10,8 +10,8 @@ from facelab.cli import build_parser
 from tests.conftest import on_a_terminal, run_cli
 
 WORKFLOW = ["info", "workspace", "extract-frames", "extract-faces", "sort", "filter", "faceset", "xseg",
-            "train", "models", "import-dfl", "export-dfl", "merge", "make-video", "export", "live", "run",
-            "ui", "demo"]  # fmt: skip
+            "train", "models", "import-dfl", "export-dfl", "merge", "make-video", "eval", "inspect", "export",
+            "live", "run", "ui", "demo"]  # fmt: skip
 NESTED = {"workspace": ["init"], "faceset": ["sheet", "convert-dfl"],
           "xseg": ["train", "apply", "remove", "remove-labels", "fetch", "export", "labels"],
           "models": ["list", "rename", "delete", "restore"]}  # fmt: skip
