@@ -140,3 +140,9 @@ def test_bad_input_is_one_clear_line(clips, tmp_path: Path):
     broken.write_bytes(b"not a video at all")
     assert_clean_error(run_cli("eval", "--result", broken, "--dst", clips["dst"], "-w", tmp_path), 1,
                        "broken.mp4", "cannot read it as a video")  # fmt: skip
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>my own page</h1>")
+    taken = run_cli("eval", "--result", clips["same"], "--dst", clips["dst"], "--html", site, "-w", tmp_path)
+    assert_clean_error(taken, 1, "index.html is not a facelab report", "--html")
+    assert (site / "index.html").read_text() == "<h1>my own page</h1>"

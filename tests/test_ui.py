@@ -227,12 +227,29 @@ def test_walk_through_faceset_training_merge_and_video(server: Server, ui_ws: Pa
     page.wait_for_function(f"{videos}.length === 2 && [...{videos}].every(j => j.dataset.running === '0')")
     assert (ui_ws / "result.mp4").stat().st_mtime_ns != made
 
+    # 5. The quality report, made as a job and shown from the workspace.
+    page.click("#mg-eval")
+    page.wait_for_function("!document.querySelector('#mg-report').hidden", timeout=300_000)
+    assert (ui_ws / "report" / "report.json").exists()
+    page.goto(f"{server.base}/report/index.html")
+    assert page.locator("h1").inner_text() == "facelab eval"
+    for img in page.locator("img").all():
+        assert img.evaluate("i => i.complete && i.naturalWidth > 0"), img.get_attribute("src")
+    _shot(page, "5-report")
+
 
 def test_security_and_bad_input(ui_ws: Path, tmp_path: Path):
     local = Server(ui_ws)
     try:
         code, _ = local.get("/api/faces/src/..%2F..%2F..%2Fetc%2Fpasswd")
         assert code == 404
+        report = ui_ws / "report"
+        report.mkdir(exist_ok=True)
+        (report / "curves.png").symlink_to("/etc/passwd")
+        assert local.get("/report/curves.png")[0] == 403  # a symlink out of the workspace
+        assert local.get("/report/..%2F..%2F..%2Fetc%2Fpasswd")[0] in (403, 404)
+        assert local.get("/report/index.html")[0] == 404  # no report yet
+        (report / "curves.png").unlink()
         code, body = local.get("/api/merge/info")  # no model yet
         assert code == 400 and "facelab train" in body["error"]
         code, body = local.get("/api/faces/src")

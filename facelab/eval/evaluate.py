@@ -204,7 +204,7 @@ def evaluate(result: Path, dst: Path, dst_faces: dict[int, DstFace] | None, src_
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     jobs = _jobs(ev, dst_faces)
-    with progress.bar(total // every if total else None, f"eval {result.name}") as bar:
+    with progress.bar(-(-total // every) if total else None, f"eval {result.name}") as bar:
         if workers <= 1:
             _start_worker(src_centroid)
             scored = map(_score, jobs)

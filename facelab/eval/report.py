@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facelab.errors import FacelabError
 from facelab.eval import metrics
 from facelab.eval.evaluate import Evaluation, FrameScorer, decode
 from facelab.fsutil import write_bytes_atomic, write_json_atomic
@@ -145,8 +146,18 @@ def _png_of(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", image)[1].tobytes()
 
 
+def check_folder(folder: Path) -> Path:
+    """The report page's path; a folder whose index.html is someone else's is refused, not written
+    over."""
+    page = folder / "index.html"
+    if page.is_file() and "<h1>facelab eval</h1>" not in page.read_text(errors="replace"):
+        raise FacelabError(f"{page} is not a facelab report: give --html a folder of its own")
+    return page
+
+
 def write_html(evs: list[Evaluation], folder: Path, faces=None) -> Path:
     """index.html and its PNGs in `folder` (written atomically, one file at a time, the page last)."""
+    page_path = check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(folder / "curves.png", _curves(evs))
     ev = evs[0]
@@ -178,9 +189,8 @@ def write_html(evs: list[Evaluation], folder: Path, faces=None) -> Path:
             write_bytes_atomic(folder / "contact.png", _png_of(np.vstack(rows)))
             sections.append('<h3>Contact sheet (dst | result)</h3>'
                             '<img src="contact.png" alt="contact sheet">')  # fmt: skip
-    page = _page(evs, sections)
-    write_bytes_atomic(folder / "index.html", page.encode())
-    return folder / "index.html"
+    write_bytes_atomic(page_path, _page(evs, sections).encode())
+    return page_path
 
 
 def _page(evs: list[Evaluation], sections: list[str]) -> str:

@@ -17,7 +17,7 @@ from facelab.eval.evaluate import (
     src_centroid_of_media,
 )
 from facelab.faces.faceset import load_faceset
-from facelab.media.probe import probe_video
+from facelab.media.probe import probe_video, read_video_record
 from facelab.workspace import Workspace
 
 
@@ -39,7 +39,9 @@ def run_eval(ws: Workspace, opts: EvalOptions) -> tuple[list[Evaluation], Path]:
     for r in results:
         if not r.is_file():
             raise FacelabError(f"{r} does not exist: make it with `facelab make-video` or pass --result FILE")
-    dst = opts.dst or ws.find_video("dst")
+    html_dir = opts.html_dir or ws.report_dir
+    report.check_folder(html_dir)  # before minutes of scoring
+    dst = opts.dst or _dst_video(ws)
     faces = None
     aligned = ws.aligned_dir("dst")
     use_faceset = opts.dst is None if opts.dst_faceset is None else opts.dst_faceset
@@ -54,7 +56,19 @@ def run_eval(ws: Workspace, opts: EvalOptions) -> tuple[list[Evaluation], Path]:
         progress.say("no src faceset and no --src: identity is measured against the dst person only")
     total = probe_video(dst).frame_count or None
     evs = [evaluate(r, dst, faces, centroid, opts.every, total) for r in results]
-    html_dir = opts.html_dir or ws.report_dir
     page = report.write_html(evs, html_dir, faces)
     report.write_json(evs, opts.json_path or html_dir / "report.json")
     return evs, page
+
+
+def _dst_video(ws: Workspace) -> Path:
+    """The video the dst frames came from: as extract-frames recorded it, else data_dst.*."""
+    record = read_video_record(ws.video_info_path("dst"))
+    if record is not None and Path(record[0].path).is_file():
+        return Path(record[0].path)
+    try:
+        return ws.find_video("dst")
+    except FacelabError:
+        raise FacelabError(
+            f"no dst video in {ws.root}: pass --dst FILE, the video the result was made from"
+        ) from None

@@ -61,7 +61,8 @@ class Overview:
                              "jobs": self.ctx.jobs.describe(), "sort_methods": list(SORT_METHODS),
                              "extract_options": [option_json(EXTRACT_OPTIONS[n]) for n in EXTRACT_FORM],
                              "model_kinds": sorted(RECIPES), "merged": self.ctx.merged_count(),
-                             "result": (self.ctx.ws.root / "result.mp4").exists()})  # fmt: skip
+                             "result": self.ctx.ws.result_video.exists(),
+                             "report": (self.ctx.ws.report_dir / "index.html").exists()})  # fmt: skip
 
     def _models(self) -> list[dict]:
         out = []
@@ -147,6 +148,8 @@ def create_app(workspace: Path, token: str | None = None, live=None) -> Starlett
         Route("/api/merge/render", guard(merging.merge_render)),
         Route("/api/merge/all", guard(merging.merge_all), methods=["POST"]),
         Route("/api/video", guard(merging.make_video), methods=["POST"]),
+        Route("/api/eval", guard(merging.evaluate), methods=["POST"]),
+        Route("/report/{name}", guard(merging.report_file)),
         Route("/api/live/status", guard(live_page.status)),
         Route("/api/live/settings", guard(live_page.settings), methods=["POST"]),
         Route("/api/live/stream", guard(live_page.stream)),

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from facelab.progress import EVENTS_ENV
 
-COMMANDS = ("extract-faces", "sort", "train", "merge", "make-video")
+COMMANDS = ("extract-faces", "sort", "train", "merge", "make-video", "eval")
 
 
 @dataclass

@@ -128,10 +128,27 @@ class MergePage:
             raise ApiError("a video is already being made")
         if not self.ctx.merged_count():
             raise ApiError(f"no merged frames in {self.ctx.ws.merged_dir}: merge first")
-        result = self.ctx.ws.root / "result.mp4"
+        result = self.ctx.ws.result_video
         if result.exists() and not (await Body.of(request)).get("overwrite"):
             raise ApiError(f"{result} exists already: confirm to replace it", 409)
         job = self.ctx.jobs.start("make-video", ["--overwrite"] if result.exists() else [])
         return JSONResponse(job.describe())
+
+    async def evaluate(self, request: Request) -> JSONResponse:
+        """`facelab eval` of result.mp4 as a job: the quality report in report/."""
+        if self.ctx.jobs.running("eval"):
+            raise ApiError("the quality report is already being made")
+        if not self.ctx.ws.result_video.exists():
+            raise ApiError(f"there is no {self.ctx.ws.result_video} yet: make the video first")
+        return JSONResponse(self.ctx.jobs.start("eval", []).describe())
+
+    async def report_file(self, request: Request) -> FileResponse:
+        """A file of the workspace's quality report (the page, its pictures, its JSON)."""
+        name, folder = request.path_params["name"], self.ctx.ws.report_dir
+        path = self.ctx.inside(folder / name)
+        wrong_kind = path.suffix not in (".html", ".png", ".json")
+        if path.parent != folder.resolve() or wrong_kind or not path.is_file():
+            raise ApiError(f"there is no report file {name!r} in {folder}: make the report first", 404)
+        return FileResponse(path)
 
 

@@ -110,6 +110,7 @@ async function refreshStatus() {
     $("mg-merged").textContent = `${s.merged} merged frames` + (s.result ? ", result.mp4 made" : "");
     $("mg-merged").dataset.merged = s.merged;
     $("mg-merged").dataset.result = s.result ? "1" : "0";
+    $("mg-report").hidden = !s.report;
     renderJobs(s.jobs);
     if ($("error").textContent.startsWith("the workspace folder")) showError("");
   } catch (e) { /* shown in the banner */ }
@@ -467,6 +468,12 @@ async function makeVideo() {
   refreshStatus();
 }
 
+async function makeReport() {
+  await api("/api/eval", {});
+  $("mg-note").textContent = "measuring result.mp4 into report/ (see Jobs)";
+  refreshStatus();
+}
+
 // ------------------------------------------------------------------ wiring
 document.addEventListener("keydown", async (e) => {
   if (typing(e)) return;
@@ -508,6 +515,7 @@ $("mg-next").addEventListener("click", () => mergeKey({ key: "." }));
 $("mg-original").addEventListener("change", renderFrame);
 $("mg-all").addEventListener("click", () => mergeAll().catch(() => {}));
 $("mg-video").addEventListener("click", () => makeVideo().catch(() => {}));
+$("mg-eval").addEventListener("click", () => makeReport().catch(() => {}));
 
 refreshStatus().then(() => showPage(location.hash.slice(1) || "faceset"));
 setInterval(refreshStatus, 2000);
