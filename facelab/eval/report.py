@@ -39,6 +39,7 @@ CURVES = ("src_distance", "jitter", "flicker", "delta_e")
 WORST = {"identity": ("src_distance", True), "jitter": ("jitter", True), "flicker": ("flicker", True),
          "colour": ("delta_e", True), "seam": ("seam", True), "sharpness": ("sharpness", False)}  # fmt: skip
 THUMB = 128
+_RATES = ("swapped", "src_match", "detected", "covered")  # shares: a spread says nothing
 
 
 def summary_lines(ev: Evaluation) -> list[str]:
@@ -50,9 +51,6 @@ def summary_lines(ev: Evaluation) -> list[str]:
         spread = f" (p5 {fmt.format(s['p5'])}, p95 {fmt.format(s['p95'])})" if name not in _RATES else ""
         lines.append(f"{label}: {fmt.format(s['mean'])}{spread}, {reading}")
     return lines
-
-
-_RATES = ("swapped", "src_match", "detected", "covered")
 
 
 def to_json(evs: list[Evaluation]) -> dict:
