@@ -114,13 +114,19 @@ class Workspace:
         return candidates[0]
 
 
+def frame_number(name: str | Path) -> int | None:
+    """The frame number of a file named by it (00001.jpg -> 1), else None."""
+    m = _NUMBERED.match(Path(name).stem)
+    return int(m.group(1)) if m else None
+
+
 def numbered_images(folder: Path) -> list[tuple[int, Path]]:
     """Images named by frame number (00001.jpg ...), sorted by number."""
     frames = []
     for p in folder.iterdir() if folder.is_dir() else []:
         if p.suffix.lower() in IMAGE_EXTS and p.is_file():
-            m = _NUMBERED.match(p.stem)
-            if m:
-                frames.append((int(m.group(1)), p))
+            number = frame_number(p)
+            if number is not None:
+                frames.append((number, p))
     frames.sort()
     return frames

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from facelab.eval import metrics
 from facelab.faces.detect import DEFAULT_DETECTOR, create_detector, landmark_model
 from facelab.faces.identity import descriptor
 from facelab.faces.track import iou
+from facelab.workspace import frame_number
 
 SAME_PERSON = 0.6  # dlib's threshold for the 128-D descriptor
 METRICS = ("swapped", "src_distance", "src_match", "nme", "pose_deg", "jitter", "flicker",
@@ -71,10 +71,10 @@ def faces_from_metadata(faces) -> dict[int, DstFace]:
     """Frame index (0-based) -> the largest dst face in that frame, from aligned faces' metadata."""
     found: dict[int, DstFace] = {}
     for face in faces:
-        m = re.match(r"(\d+)", Path(face.meta.source_filename).stem)
-        if not m:
+        number = frame_number(face.meta.source_filename)  # frames are numbered from 1
+        if number is None:
             continue
-        index, rect = int(m.group(1)) - 1, np.asarray(face.meta.source_rect, np.float64)
+        index, rect = number - 1, np.asarray(face.meta.source_rect, np.float64)
         old = found.get(index)
         if old is None or _area(rect) > _area(old.rect):
             found[index] = DstFace(rect)
@@ -86,7 +86,7 @@ def _area(rect: np.ndarray) -> float:
 
 
 class FrameScorer:
-    """The per-frame measurements, keeping what the next frame compares against."""
+    """The per-frame measurements, with the detector and landmark model they use (one per process)."""
 
     def __init__(self, src_centroid: np.ndarray | None, detector: str = DEFAULT_DETECTOR):
         self.centroid = src_centroid
