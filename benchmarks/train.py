@@ -82,8 +82,10 @@ def measure_peaks(device) -> dict[str, dict[str, float]]:
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     out = {}
+    gpu = device.type == "cuda"
+    batch, channels = (64, 256) if gpu else (8, 128)  # a GPU needs more work per call to be filled
     for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        n = 2048
+        n = 8192 if gpu else 2048
         a, b = torch.rand(n, n, device=device, dtype=dtype), torch.rand(n, n, device=device, dtype=dtype)
 
         def gemm(a=a, b=b):
@@ -93,14 +95,15 @@ def measure_peaks(device) -> dict[str, dict[str, float]]:
         gemm_gflops = 2 * n**3 / _best_seconds(gemm) / 1e9
         conv = {}
         for layout in (torch.contiguous_format, torch.channels_last):
-            x = torch.rand(8, 128, 64, 64, device=device, dtype=dtype).contiguous(memory_format=layout)
-            w = torch.rand(128, 128, 3, 3, device=device, dtype=dtype).contiguous(memory_format=layout)
+            x = torch.rand(batch, channels, 64, 64, device=device, dtype=dtype)
+            w = torch.rand(channels, channels, 3, 3, device=device, dtype=dtype)
+            x, w = x.contiguous(memory_format=layout), w.contiguous(memory_format=layout)
 
             def conv3x3(x=x, w=w):
                 F.conv2d(x, w, padding=1)
                 sync()
 
-            conv[str(layout)] = 2 * 8 * 128 * 128 * 9 * 64 * 64 / _best_seconds(conv3x3) / 1e9
+            conv[str(layout)] = 2 * batch * channels**2 * 9 * 64 * 64 / _best_seconds(conv3x3) / 1e9
         conv_gflops = max(conv.values())
         out[precision] = {"gemm_gflops": round(gemm_gflops, 1), "conv3x3_gflops": round(conv_gflops, 1),
                           "peak_gflops": round(max(gemm_gflops, conv_gflops), 1)}  # fmt: skip
@@ -129,7 +132,8 @@ def phase_breakdown(prof, iterations: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in totals.items()}
 
 
-def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: bool = True) -> dict:
+def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: bool = True,
+        graph: bool = True) -> dict:  # fmt: skip
     """Runs in a child process: warm up, resume for `iters` iterations, profile a few more, report."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -144,11 +148,12 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: b
     progress.set_quiet(True)
     rec, ws = recipe(model), Workspace(Path(ws))
     name = f"bench-{model}-{batch}-{precision}"
-    opts = dict(batch=batch, precision=precision, preview=False, seed=0)
+    opts = dict(batch=batch, precision=precision, preview=False, seed=0, cuda_graph=graph)
+    name += "" if graph else "-eager"
     shutil.rmtree(ws.model_dir / f"{name}_{rec.class_name}", ignore_errors=True)  # an earlier run's
     trainer.train(ws, rec, name, trainer.TrainOptions(target_iter=WARMUP, **opts))
     result = trainer.train(ws, rec, name, trainer.TrainOptions(target_iter=WARMUP + iters, **opts))
-    ms = result.ms_per_iter
+    ms = statistics.median(result.step_ms[len(result.step_ms) // 2 :])  # steady state: after any capture
     phases = None
     if profiled:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -166,10 +171,11 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: b
         "model": model, "batch": batch, "precision": precision, "ran_in": state["precision"],
         "channels_last": choice["channels_last"] if choice and precision == "auto" else None,
         "measured_ms": choice["times_ms"] if choice and precision == "auto" else None,
-        "device": device, "threads": result.threads,
+        "device": device, "threads": result.threads, "cuda_graph": graph and device == "cuda",
+        "replays": result.replays, "mean_ms": round(result.ms_per_iter, 1),
         "ms_per_iter": round(ms, 1), "data_share": round(result.data_share, 4),
         "median_ms": round(statistics.median(result.step_ms), 1),
-        "second_half_median_ms": round(statistics.median(result.step_ms[len(result.step_ms) // 2 :]), 1),
+        "second_half_median_ms": round(ms, 1),
         "gflop_per_iter": round(flops / 1e9, 1), "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1),
         "phases_ms": phases,
         "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -177,15 +183,18 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: b
     }  # fmt: skip
 
 
-def child(ws: Path, cache: Path, model: str, batch: int, precision: str, iters: int, profiled: bool = True
-          ) -> dict:  # fmt: skip
-    args = [str(ws), model, batch, precision, iters, profiled]
+def child(ws: Path, cache: Path, model: str, batch: int, precision: str, iters: int, profiled: bool = True,
+          graph: bool = True) -> dict:  # fmt: skip
+    args = [str(ws), model, batch, precision, iters, profiled, graph]
     cmd = [sys.executable, __file__, "--child", json.dumps(args)]
     env = os.environ | {"FACELAB_CACHE_DIR": str(cache)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"{model} batch {batch} {precision}{'' if graph else ' eager'}: {row['ms_per_iter']} ms/iter in "
+          f"{row['ran_in']}", file=sys.stderr, flush=True)  # fmt: skip
+    return row
 
 
 def under_load(fn):
@@ -203,6 +212,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=12)
     ap.add_argument("--models", default="quick96,saehd,amp", help="comma-separated (default: all three)")
+    ap.add_argument("--precisions", default="fp32,bf16,auto", help="comma-separated (default: all three)")
     ap.add_argument("--with-load", action="store_true",
                     help="also run each model's auto row beside a CPU-bound process of one core")  # fmt: skip
     ap.add_argument("--faces", help="a workspace with data_src/aligned and data_dst/aligned to use "
@@ -223,27 +233,38 @@ def main() -> None:
     peaks = measure_peaks(device)
     models = a.models.split(",")
     rows, loaded = [], []
+    gpu = device.type == "cuda"
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(a.faces) if a.faces else faces_workspace(Path(tmp) / "ws")
         cache = Path(tmp) / "cache"
         for model in models:
-            group = [child(ws, cache, model, BATCH[model], p, a.iters) for p in ("fp32", "bf16", "auto")]
-            best = min(r["ms_per_iter"] for r in group[:2])
-            group[2]["auto_vs_best_forced"] = round(group[2]["ms_per_iter"] / best, 3)
+            group = [child(ws, cache, model, BATCH[model], p, a.iters, profiled=not gpu)
+                     for p in a.precisions.split(",")]  # fmt: skip
+            forced = [r["ms_per_iter"] for r in group if r["precision"] != "auto"]
+            for r in group:
+                if r["precision"] == "auto" and forced:
+                    r["auto_vs_best_forced"] = round(r["ms_per_iter"] / min(forced), 3)
             rows += group
             if a.with_load:
                 longer = max(4 * a.iters, 48)
                 row = under_load(lambda m=model, n=longer: child(ws, cache, m, BATCH[m], "auto", n, False))
                 row["slowdown_under_load"] = round(row["second_half_median_ms"] / group[2]["median_ms"], 2)
                 loaded.append(row)
-        if device.type == "cuda" and "saehd" in models:
-            rows.append(child(ws, cache, "saehd", 32, "auto", a.iters))
+        if gpu:  # SAEHD at batch 32, and each captured step against the same step run eagerly
+            if "saehd" in models:
+                rows.append(child(ws, cache, "saehd", 32, "auto", a.iters, False))
+            for graphed in [r for r in rows if r["precision"] == "auto"]:
+                eager = child(ws, cache, graphed["model"], graphed["batch"], "auto", a.iters, profiled=False,
+                              graph=False)  # fmt: skip
+                graphed["graph_speedup"] = round(eager["ms_per_iter"] / graphed["ms_per_iter"], 2)
+                rows.append(eager)
     for row in rows + loaded:
         peak = peaks[row["ran_in"]]["peak_gflops"]
         row["efficiency"] = round(row["achieved_gflops"] / peak, 3)
-        if device.type == "cuda":
+        if gpu:  # against the datasheet's dense bf16 peak, and against the bf16 GEMM measured here
             table = next((v for k, v in PEAK_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
             row["mfu"] = round(row["achieved_gflops"] / 1000 / table["bf16"], 4) if table else None
+            row["mfu_measured_peak"] = round(row["achieved_gflops"] / peaks["bf16"]["gemm_gflops"], 4)
     cpu, flags = cpu_summary()
     summary = {"cpu": cpu, "flags": [f for f in flags if f.startswith(("avx", "amx"))], "threads": cores,
                "torch": torch.__version__, "device": str(device), "peaks": peaks, "runs": rows,
@@ -256,21 +277,32 @@ def print_table(s: dict) -> None:
     print(f"\n{s['cpu']} ({' '.join(s['flags'])}), {s['threads']} threads, torch {s['torch']}")
     for p, v in s["peaks"].items():
         print(f"  measured peak {p}: GEMM {v['gemm_gflops']} GFLOP/s, 3x3 conv {v['conv3x3_gflops']} GFLOP/s")
+    gpu = s["device"].startswith("cuda")
+    extra = f"{'graph':>7}{'x eager':>9}{'MFU':>7}{'vs best':>9}" if gpu else f"{'vs best':>9}{'load x':>8}"
     print(f"\n{'model':<9}{'batch':>6}{'precision':>11}{'ran in':>16}{'ms/iter':>9}{'GFLOP/s':>9}"
-          f"{'eff.':>7}{'data %':>8}{'peak MB':>9}{'vs best':>9}{'load x':>8}")  # fmt: skip
+          f"{'eff.':>7}{'data %':>8}{'peak MB':>9}{extra}")  # fmt: skip
     for r in s["runs"] + s["under_load"]:
         ran = r["ran_in"] + ("+cl" if r.get("channels_last") else "")
+        if gpu:
+            extra = (f"{'yes' if r['replays'] else 'no':>7}{r.get('graph_speedup', ''):>9}"
+                     f"{r['mfu'] or 0:>7.1%}{r.get('auto_vs_best_forced', ''):>9}")  # fmt: skip
+        else:
+            extra = f"{r.get('auto_vs_best_forced', ''):>9}{r.get('slowdown_under_load', ''):>8}"
+        memory = r["cuda_peak_mem_mb"] if gpu else r["peak_mem_mb"]
         print(f"{r['model']:<9}{r['batch']:>6}{r['precision']:>11}{ran:>16}{r['ms_per_iter']:>9}"
               f"{r['achieved_gflops']:>9}{r['efficiency']:>7.0%}{r['data_share'] * 100:>8.1f}"
-              f"{r['peak_mem_mb']:>9}{r.get('auto_vs_best_forced', ''):>9}"
-              f"{r.get('slowdown_under_load', ''):>8}")  # fmt: skip
+              f"{memory:>9}{extra}")  # fmt: skip
     for r in s["under_load"]:
         print(f"  {r['model']} beside a one-core load: {r['second_half_median_ms']} ms (the second half's "
               f"median), ended on {r['threads']} of {s['threads']} threads")
-    print("\nwhere an iteration goes (ms, profiled):")
-    for r in s["runs"]:
+    print("\nwhere an iteration goes (ms, profiled):" if not gpu else "")
+    for r in [r for r in s["runs"] if r["phases_ms"]]:
         print(f"  {r['model']} {r['precision']}: " + ", ".join(f"{k} {v}" for k, v in r["phases_ms"].items()))
-    print("targets: efficiency >= 75 %; auto within 3 % of the best forced; data <= 5 %; load x <= 2")
+    if gpu:
+        print("ms/iter: the median of the second half (a captured row's iterations there are all replays); "
+              "MFU: against the datasheet's dense bf16 peak. Targets: SAEHD batch 8 >= 15 %, 32 >= 30 %")
+    else:
+        print("targets: efficiency >= 75 %; auto within 3 % of the best forced; data <= 5 %; load x <= 2")
 
 
 if __name__ == "__main__":

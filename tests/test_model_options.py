@@ -116,9 +116,9 @@ def test_saehd_trains_with_every_option_and_clipgrad_bounds_the_gradient(train_w
     norms = []
     real_step = AdaBelief.step
 
-    def spy(self, step, lr=None):
+    def spy(self, step, lr=None, **kw):
         norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in self.params]))))
-        return real_step(self, step, lr)
+        return real_step(self, step, lr, **kw)
 
     monkeypatch.setattr(AdaBelief, "step", spy)
     opts = _options(eyes_mouth_prio=True, lr_dropout=True, clipgrad=True, random_src_flip=True)

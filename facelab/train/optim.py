@@ -36,9 +36,14 @@ class LRDropout:
         self.sizes = [p.numel() for p in params]
         self.seed = seed
 
-    def masks(self, step: int) -> list[torch.Tensor]:
+    def masks(self, step: int, into: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Each weight's keep mask for `step`: views of the pool, or of `into` (a bool tensor of all
+        the weights' size) after this step's slice is copied there, as a captured step (graphs.py)
+        reads its masks from one fixed place."""
         offset = int(torch.randint(0, _POOL_SLACK, (1,), generator=generator(self.seed, "lr-dropout", step)))
         flat = self.pool[offset : offset + sum(self.sizes)]
+        if into is not None:
+            flat = into.copy_(flat)
         return [m.view(s) for m, s in zip(torch.split(flat, self.sizes), self.shapes, strict=True)]
 
 
@@ -88,20 +93,26 @@ class RMSprop:
         torch._foreach_addcmul_(acc, grads, grads, value=1 - self.rho)
         self._apply(params, grads, acc, keeps, lr)
 
-    def _apply(self, params, num, second, keeps, lr: float) -> None:
+    def _apply(self, params, num, second, keeps, lr: float | torch.Tensor) -> None:
         denom = torch._foreach_sqrt(second)
         torch._foreach_add_(denom, self.eps)
         if keeps is not None:
             num = torch._foreach_mul(num, [k.to(n.dtype) for k, n in zip(keeps, num, strict=True)])
-        torch._foreach_addcdiv_(params, num, denom, value=-lr)
+        # w -= (num * lr) / denom: lr may be a tensor on the device (a captured step reads it there),
+        # and a float gives the very same float32 product.
+        num = torch._foreach_mul(num, lr)
+        torch._foreach_addcdiv_(params, num, denom, value=-1.0)
 
     @torch.no_grad()
-    def step(self, step: int, lr: float | None = None, foreach: bool | None = None) -> None:
+    def step(self, step: int, lr: float | torch.Tensor | None = None, foreach: bool | None = None,
+             keeps: list[torch.Tensor] | None = None) -> None:  # fmt: skip
         """One update. On a GPU (or with foreach=True) all parameters go through multi-tensor
-        kernels; on a CPU each is updated in cache-sized chunks, which is faster there."""
+        kernels; on a CPU each is updated in cache-sized chunks, which is faster there. A captured
+        step (graphs.py) passes `lr` as a 0-dim device tensor and the keep masks it fills itself."""
         lr = self.lr if lr is None else lr
         self._follow_layouts()
-        masks = self.dropout.masks(step) if self.dropout is not None else [None] * len(self.params)
+        masks = keeps if keeps is not None else (
+            self.dropout.masks(step) if self.dropout is not None else [None] * len(self.params))  # fmt: skip
         if foreach is None:
             foreach = self.params[0].device.type == "cuda"
         if foreach:

@@ -55,6 +55,8 @@ def prepare(run: TrainingRun, base: Recipe) -> None:
     run.recipe = with_options(base, run.model_options)
     run.device = pick_device(opts.device)
     run.precision = pick_precision(opts.precision, run.device)
+    if run.device.type == "cuda":  # shapes are fixed for the whole run: let cuDNN time its algorithms once
+        torch.backends.cudnn.benchmark = True
     if opts.batch is not None and opts.batch < 1:
         raise FacelabError(f"--batch {opts.batch}: the batch size must be at least 1")
     # Faces first: bad data should fail before minutes of model building.

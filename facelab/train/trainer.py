@@ -33,7 +33,7 @@ from facelab.errors import FacelabError
 from facelab.models.folder import PREVIEW, CheckpointError, ModelFolder
 from facelab.options import Option
 from facelab.precision import choose
-from facelab.train import distributed, keys, model_options, report, setup
+from facelab.train import distributed, graphs, keys, model_options, report, setup
 from facelab.train.augment import augment, sample_generators, xseg_input_augment
 from facelab.train.color import color_transfer, hsv_jitter
 from facelab.train.data import FaceSamples
@@ -59,6 +59,8 @@ OPTIONS = [
     Option("device", str, "auto", "auto, cpu, cuda, cuda:N or mps (auto: a GPU if there is one)",
            check=check_device_name),
     Option("seed", int, 0, "random seed for a new model", range=(0, 2**62)),
+    Option("cuda_graph", bool, True, "on a CUDA GPU, capture the training step in a CUDA graph and replay it "
+           "(one launch per iteration instead of thousands)", switch=True),
     Option("threads", int, 0, "CPU threads (0: all cores, one fewer at a time while other processes "
            "compete for them and that measures faster; a fixed count keeps runs bit-reproducible)",
            range=(0, 4096)),
@@ -84,6 +86,7 @@ class TrainOptions:
     override: bool = False  # let a resumed model's changeable options change (prompts on a terminal)
     pretrain_faces: Path | None = None  # aligned faces for pretrain (both sides)
     threads: int = 0  # CPU threads; 0 = all cores (this rank's share), tuned under load (train/threads.py)
+    cuda_graph: bool = True  # capture the step in a CUDA graph where it can be (train/graphs.py)
 
 
 @dataclass
@@ -96,6 +99,7 @@ class TrainResult:
     data_share: float  # fraction of iteration time spent making batches
     step_ms: list[float] = field(default_factory=list)  # every iteration's time in this run
     threads: int = 0  # the CPU thread count at the end (train/threads.py may have changed it)
+    replays: int = 0  # iterations run as a CUDA graph's replay (train/graphs.py)
 
 
 class TrainingRun:
@@ -148,6 +152,8 @@ class TrainingRun:
                     self._layout(self.precision == "bf16")
                 except Exception as exc:
                     raise (self.out_of_memory() if is_oom(exc) else exc) from exc
+        not_graphed = graphs.unsupported(self)
+        self.captured = graphs.CapturedStep(self) if train_options.cuda_graph and not not_graphed else None
 
     def out_of_memory(self) -> FacelabError:
         return FacelabError(
@@ -184,25 +190,50 @@ class TrainingRun:
         """`--precision auto`: time forward, losses and backward of the first batch (drawn by position,
         so nothing of the run's own draws is used up) in each candidate, keep the fastest
         (facelab.precision), and put the model in its memory layout. Weights, optimiser and random
-        draws are untouched: there is no optimiser step, and the gradients are dropped."""
+        draws are untouched: there is no optimiser step, and the gradients are dropped. A step that
+        will run as a CUDA graph is timed as one: eager launches would hide what bf16 gains."""
         batches = {s: self._side_batch(s, 0, self.batch, warp=True) for s in SIDES}
-        forward = self._xseg_forward if self.recipe.loss == "xseg" else (lambda b: [self._forward(b)[0]])
+        graphed = self.train_options.cuda_graph and not graphs.unsupported(self)
+        mix = self.step_mix().to(self.device) if self.model.kind == "amp" else None
         dev = self.device
+        replays = {}  # the candidate being timed: its captured step
+
+        def step() -> None:
+            self._drop_grads()
+            if self.recipe.loss == "xseg":
+                sum(self._xseg_forward(batches)).backward()
+            else:
+                self._forward(batches, mix=mix, cache=not graphed)[0].backward()
 
         def timed(precision: str, channels_last: bool) -> float:
+            nonlocal graphed
             self.precision = precision
             self._layout(channels_last)
+            if graphed and (precision, channels_last) not in replays:
+                replays.clear()  # one candidate's graph (and its memory) at a time
+                try:
+                    replays[precision, channels_last] = graphs.capture(step, dev)
+                except Exception as exc:
+                    if is_oom(exc):
+                        raise
+                    graphed = False
+                    self.train_options = replace(self.train_options, cuda_graph=False)
+                    progress.say(f"note: the step cannot be captured in a CUDA graph here ({exc}); "
+                                 "it runs eagerly")  # fmt: skip
+            call = replays.get((precision, channels_last), step) if graphed else step
             start = time.perf_counter()
-            sum(forward(batches)).backward()
+            call()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
-            took = time.perf_counter() - start
-            self._drop_grads()
-            return took
+            return time.perf_counter() - start
 
         bf16 = dev.type == "cpu" or torch.cuda.is_bf16_supported()
         config = self.config["architecture"] | {"recipe": self.recipe.class_name, "loss": self.recipe.loss}
+        if graphed:  # timed as a graph: not the same decision as an eager run's
+            config["cuda_graph"] = True
         self.precision_choice = choose("train", config, self.batch, dev, timed, bf16)
+        replays.clear()
+        self._drop_grads()
         self.precision = self.precision_choice.precision
         self._layout(self.precision_choice.channels_last)
 
@@ -216,9 +247,9 @@ class TrainingRun:
             net.zero_grad(set_to_none=True)
 
     # ------------------------------------------------------------------ one iteration
-    def autocast(self):
+    def autocast(self, cache: bool = True):
         if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache)
         return contextlib.nullcontext()
 
     def _side_batch(self, side: str, start: int, size: int, warp: bool):
@@ -245,15 +276,23 @@ class TrainingRun:
             warped = hsv_jitter(warped, r.hsv_power, hsv)
         return warped, target, mask
 
-    def next_batches(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Fresh warped batches, or (every n-th iteration) the last batch again without the warp."""
+    def plan_batch(self) -> tuple[dict[str, int], dict, bool]:
+        """This iteration's batch without drawing it: (the sample counters after it, where it starts
+        and its size, whether it is warped). A fresh warped batch, or (every n-th iteration) the last
+        batch again without the warp."""
         every = self.recipe.repeat_unwarped_every
-        repeat = every and self.iteration % every == 0 and self.last_batch is not None
-        if not repeat:
-            self.last_batch = {"start": dict(self.drawn), "size": self.batch}
-            self.drawn = {s: self.drawn[s] + self.batch * self.ranks.world for s in SIDES}
-        lb = self.last_batch
-        return {s: self._side_batch(s, lb["start"][s], lb["size"], warp=not repeat) for s in SIDES}
+        if every and self.iteration % every == 0 and self.last_batch is not None:
+            return self.drawn, self.last_batch, False
+        drawn = {s: self.drawn[s] + self.batch * self.ranks.world for s in SIDES}
+        return drawn, {"start": dict(self.drawn), "size": self.batch}, True
+
+    def make_batches(self, batch: dict, warp: bool) -> dict[str, tuple[torch.Tensor, ...]]:
+        """Each side's (network input, target, mask) for a planned batch."""
+        return {s: self._side_batch(s, batch["start"][s], batch["size"], warp) for s in SIDES}
+
+    def next_batches(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        self.drawn, self.last_batch, warp = self.plan_batch()
+        return self.make_batches(self.last_batch, warp)
 
     def loss(self, pred, pred_mask, target, masks) -> torch.Tensor:
         r = self.recipe
@@ -271,8 +310,16 @@ class TrainingRun:
             return self.recipe.lr
         return self.recipe.lr * (math.cos(2 * math.pi * self.iteration / self.recipe.lr_cycle) + 1) / 2
 
-    def _forward(self, batches):
-        """(total loss, src loss, dst loss, network outputs, soft masks) of one batch."""
+    def step_mix(self) -> torch.Tensor:
+        """AMP: this iteration's random channel mix per sample, by its row in the whole batch (CPU)."""
+        rows = sample_generators(self.seed, "mix", self.iteration, start=self.ranks.rank * self.batch,
+                                 count=self.batch)  # fmt: skip
+        return self.model.random_mix(rows)
+
+    def _forward(self, batches, mix: torch.Tensor | None = None, cache: bool = True):
+        """(total loss, src loss, dst loss, network outputs, soft masks) of one batch. `mix`: AMP's
+        channel mix (default: step_mix()); `cache`: autocast's weight-cast cache, which a CUDA
+        graph capture must do without."""
         (warped_src, target_src, mask_src), (warped_dst, target_dst, mask_dst) = (
             batches["src"],
             batches["dst"],
@@ -280,15 +327,11 @@ class TrainingRun:
         if self.channels_last:
             warped_src = warped_src.contiguous(memory_format=torch.channels_last)
             warped_dst = warped_dst.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            mix = {}
-            if self.model.kind == "amp":  # a random channel mix per sample, by its row in the whole batch
-                rows = sample_generators(self.seed, "mix", self.iteration, start=self.ranks.rank * self.batch,
-                                         count=warped_src.shape[0])  # fmt: skip
-                mix["mix"] = self.model.random_mix(rows)
+        with self.autocast(cache):
+            extra = {"mix": self.step_mix() if mix is None else mix} if self.model.kind == "amp" else {}
             with record_function("forward"):
                 out = self.net(warped_src, warped_dst, swap=self.extra_losses.needs_swap,
-                               with_codes=self.extra_losses.needs_codes, **mix)  # fmt: skip
+                               with_codes=self.extra_losses.needs_codes, **extra)  # fmt: skip
         with record_function("loss"):  # in float32, outside autocast
             src_loss = self.loss(out["src"], out["src_mask"], target_src, mask_src).mean()
             dst_loss = self.loss(out["dst"], out["dst_mask"], target_dst, mask_dst).mean()
@@ -300,23 +343,36 @@ class TrainingRun:
 
     def train_step(self, batches) -> list[float]:
         """One optimiser step; returns this rank's [src loss, dst loss]."""
+        return [loss.item() for loss in self.launch_step(batches)]
+
+    def launch_step(self, batches) -> list[torch.Tensor]:
+        """One optimiser step, as a CUDA graph's replay where one is captured (graphs.py); returns
+        this rank's [src loss, dst loss] as tensors, which on a GPU may still be being computed."""
         if self.recipe.loss == "xseg":
             return self._xseg_step(batches)
+        if self.captured is not None:
+            return self.captured.step(batches)
+        return self.eager_step(batches)
+
+    def eager_step(self, batches) -> list[torch.Tensor]:
         total, src_loss, dst_loss, out, soft = self._forward(batches)
-        with record_function("backward"):
-            total.backward()
-        src_loss, dst_loss = src_loss.detach(), dst_loss.detach()
-        with record_function("optimizer"):
-            if self.recipe.clipgrad:
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            lr = self.learning_rate()
-            self.opt.step(self.iteration, lr)
+        lr = self.learning_rate()
+        self.update(total, lr)
         if self.extra_losses.nets:
             with record_function("discriminators"):
                 self.extra_losses.discriminator_step(out, batches, soft, self.iteration, lr)
         self.opt.zero_grad()
         self.iteration += 1
-        return [src_loss.item(), dst_loss.item()]
+        return [src_loss.detach(), dst_loss.detach()]
+
+    def update(self, total: torch.Tensor, lr: float | torch.Tensor, keeps: list | None = None) -> None:
+        """Backward and the optimiser's step (`keeps`: learning-rate dropout's masks, when given)."""
+        with record_function("backward"):
+            total.backward()
+        with record_function("optimizer"):
+            if self.recipe.clipgrad:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step(self.iteration, lr, keeps=keeps)
 
     def _xseg_forward(self, batches) -> list[torch.Tensor]:
         """XSeg: sigmoid cross-entropy of the predicted mask against the label mask, per side."""
@@ -330,7 +386,7 @@ class TrainingRun:
             for s, part in zip(SIDES, logits.split([batches[s][0].shape[0] for s in SIDES]), strict=True)
         ]
 
-    def _xseg_step(self, batches) -> list[float]:
+    def _xseg_step(self, batches) -> list[torch.Tensor]:
         losses = self._xseg_forward(batches)
         sum(losses).backward()
         if self.recipe.clipgrad:
@@ -338,7 +394,7 @@ class TrainingRun:
         self.opt.step(self.iteration, self.learning_rate())
         self.opt.zero_grad()
         self.iteration += 1
-        return [loss.item() for loss in losses]
+        return [loss.detach() for loss in losses]
 
     def save(self) -> None:
         weights = self.model.state_dict() | self.extra_losses.weights()
@@ -445,6 +501,9 @@ def _loop(run: TrainingRun) -> TrainResult:
     )
     if run.precision_choice is not None:
         status.line(run.precision_choice.line())
+    if run.captured is not None:
+        status.line(f"the step is captured in a CUDA graph after {graphs.WARMUP} iterations "
+                    "(--no-cuda-graph runs it eagerly)")
     if not run.iteration:
         status.line("Trying the first iteration. If it fails for memory, use a smaller --batch.")
 
@@ -461,6 +520,8 @@ def _loop(run: TrainingRun) -> TrainResult:
     first_iteration = run.iteration
     tuned = run.device.type == "cpu" and not opts.threads and not run.ranks.enabled
     tuner = ThreadTuner(torch.get_num_threads()) if tuned and torch.get_num_threads() > 1 else None
+    # On a GPU the next batch is made while the step runs; on a CPU that would only compete for the cores.
+    prefetcher = graphs.Prefetcher(run) if run.device.type == "cuda" else None
     try:
         with keys.KeyReader(enabled=main) as reader:
             while True:
@@ -468,9 +529,12 @@ def _loop(run: TrainingRun) -> TrainResult:
                 try:
                     with record_function("step"):  # the phases inside are named for benchmarks/train.py
                         with record_function("data"):
-                            batches = run.next_batches()
+                            batches = prefetcher.next_batches() if prefetcher else run.next_batches()
                         t1 = time.perf_counter()
-                        local = run.train_step(batches)
+                        losses_now = run.launch_step(batches)
+                        if prefetcher:
+                            prefetcher.prefetch()
+                        local = [loss.item() for loss in losses_now]
                 except Exception as exc:
                     if is_oom(exc):
                         raise run.out_of_memory() from exc
@@ -546,4 +610,5 @@ def _loop(run: TrainingRun) -> TrainResult:
         data_time / step_time if step_time else 0.0,
         step_ms,
         torch.get_num_threads(),
+        run.captured.replays if run.captured else 0,
     )
