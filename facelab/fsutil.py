@@ -1,4 +1,5 @@
-"""Crash-safe file writes: temp file in the same folder, fsync, rename, fsync the folder."""
+"""Crash-safe file writes (temp file in the same folder, fsync, rename, fsync the folder), and the
+JSON reader whose every failure on a damaged file is one exception type."""
 
 from __future__ import annotations
 
@@ -74,6 +75,27 @@ def write_bytes_atomic(path: Path | str, data: bytes, fsync: bool = True) -> Non
 
 def write_json_atomic(path: Path | str, obj: object) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def parse_json(data: bytes | str):
+    """json.loads, where every way damaged data fails is a ValueError: bad UTF-8, bad JSON, and
+    nesting too deep for the parser (which json raises as RecursionError)."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_json(path: Path | str):
+    """The JSON in a file: OSError when it cannot be read, ValueError when it is damaged."""
+    return parse_json(Path(path).read_bytes())
+
+
+def is_file_name(name) -> bool:
+    """Whether `name`, read from a file of ours, is one plain file name (no folder, no NUL, not too
+    long for the filesystem), so that a damaged record cannot point anywhere else."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+            and len(name.encode(errors="surrogatepass")) <= 240)  # fmt: skip
 
 
 def ensure_writable_dir(path: Path) -> None:

@@ -126,9 +126,11 @@ def _spellings(opt: Option) -> tuple[str, ...]:
 def load_config(path: Path, options: list[Option]) -> dict:
     """Settings from a YAML or JSON file, checked against `options`; errors name the file."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a text file (a config file is UTF-8 YAML or JSON)") from None
     try:
         if Path(path).suffix.lower() == ".json":
             data = json.loads(text)

@@ -7,14 +7,13 @@ where they stopped through their own journals and checkpoints.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab import progress
 from facelab.errors import FacelabError
-from facelab.fsutil import write_json_atomic
+from facelab.fsutil import read_json, write_json_atomic
 from facelab.workspace import Workspace
 
 STATE = "run.json"
@@ -60,10 +59,19 @@ class Run:
         videos = {"src": str(self.opts.src.resolve()), "dst": str(self.opts.dst.resolve())}
         if not self.path.exists():
             return {"videos": videos, "done": {}}
+        damaged = f"{self.path} is damaged ({{}}): delete it to start the run again"
         try:
-            state = json.loads(self.path.read_text())
+            state = read_json(self.path)
         except (OSError, ValueError) as exc:
-            raise FacelabError(f"{self.path} is damaged ({exc}): delete it to start the run again") from None
+            raise FacelabError(damaged.format(exc)) from None
+        done = state.get("done") if isinstance(state, dict) else None
+        steps_ok = isinstance(done, dict) and all(
+            isinstance(d, dict) and isinstance(d.get("detail"), str)
+            and type(d.get("seconds")) in (int, float)
+            for d in done.values()
+        )  # fmt: skip
+        if not steps_ok:
+            raise FacelabError(damaged.format("not a record of steps done"))
         if state.get("videos") != videos:
             raise FacelabError(
                 f"{self.ws.root} holds a run of other videos ({state.get('videos')}): use another --workspace"

@@ -104,6 +104,7 @@ _DISK = {
     errno.EACCES: "permission denied: make the workspace writable for this user",
     errno.ENOSPC: "the disk is full: free some space, then run the same command again to continue",
     errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
+    errno.EFBIG: "the file is over the size this system allows (ulimit -f): raise the limit, then run again",
     errno.EEXIST: "a file is in the way where a folder is needed: move it away",
     errno.ENOTDIR: "a file is in the way where a folder is needed: move it away",
 }

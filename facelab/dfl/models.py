@@ -121,6 +121,13 @@ def _dfl_value(name: str, value):
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _plain(value) -> bool:
+    """A value config.json can keep as it is: a short string, a finite number, a bool or None."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, bool | int) or (isinstance(value, str) and len(value) <= 256)
+
+
 def map_options(kind: str, dfl: dict, source: Path) -> tuple[dict, dict, list[str]]:
     """(architecture, our model options, notes on what was not imported) from DFL's options."""
     specs = model_options.specs(kind)
@@ -169,7 +176,9 @@ class Tensors:
 
 
 def _assign(target: dict[str, torch.Tensor], ours: str, src: Path, dfl_key: str, array, expected) -> None:
-    a = np.asarray(array)
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiub":
+        raise DflError(f"{src}: {dfl_key} is not an array of numbers: the file is damaged")
+    a = array
     t = names.from_dfl(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
     if tuple(t.shape) != tuple(expected.shape):
         dfl_shape = tuple(names.to_dfl(torch.empty(expected.shape)).shape)
@@ -297,7 +306,10 @@ def history_from(losses) -> LossHistory:
     rows = [r if isinstance(r, list | tuple) else [r] for r in (losses if isinstance(losses, list) else [])]
     history = LossHistory(len(rows[0]) if rows else 2)
     for i, row in enumerate(rows, 1):
-        values = [float(v) for v in row]
+        try:
+            values = [float(v) for v in row]
+        except (TypeError, ValueError, OverflowError):
+            continue  # a damaged entry: the graph leaves it out
         if len(values) == len(history.pending) and all(math.isfinite(v) for v in values):
             history.add(i, values)
     return history
@@ -358,7 +370,10 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
     data = _load(data_path)
     if not isinstance(data, dict) or not isinstance(data.get("options"), dict):
         raise DflError(f"{data_path} is not a DeepFaceLab model's data file (no options)")
-    iteration = int(data.get("iter", 0) or 0)
+    iteration = data.get("iter", 0) or 0
+    if not isinstance(iteration, int | np.integer) or isinstance(iteration, bool) or iteration < 0:
+        raise DflError(f"{data_path}: its iteration count is {str(iteration)[:40]!r}: the file is damaged")
+    iteration = int(iteration)
     history = history_from(data.get("loss_history"))
     arch, options, notes = map_options(kind, data["options"], data_path)
     if kind == "xseg":
@@ -375,8 +390,8 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
         "name": model.name,
         "iteration": iteration,
         "not_imported": notes + got.notes,
-        "dfl_options": {k: _dfl_value(k, v) for k, v in data["options"].items()
-                        if k not in config["options"]},
+        "dfl_options": {k: v for k, v in ((k, _dfl_value(k, v)) for k, v in data["options"].items())
+                        if isinstance(k, str) and k not in config["options"] and _plain(v)},
     }  # fmt: skip
     trashed = catalog.trash(target) if target.path.exists() else None
     with target.lock():

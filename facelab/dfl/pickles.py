@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facelab.errors import FacelabError
 from facelab.fsutil import atomic_path
 
 # Everything a DeepFaceLab pickle legitimately needs: numpy arrays, their dtypes and scalars.
@@ -30,7 +31,7 @@ SAFE_GLOBALS = {
 }
 
 
-class PickleError(ValueError):
+class PickleError(FacelabError, ValueError):
     """A pickle that is damaged, truncated or unsafe."""
 
 

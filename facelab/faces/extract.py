@@ -44,7 +44,7 @@ from facelab.faces.align import (
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS, Face, create_detector, landmark_model
 from facelab.faces.faceset import editing
 from facelab.faces.track import FaceFinder
-from facelab.fsutil import fsync_dir, write_bytes_atomic
+from facelab.fsutil import fsync_dir, is_file_name, parse_json, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
 from facelab.options import Option
 from facelab.workspace import IMAGE_EXTS
@@ -130,20 +130,23 @@ def face_name(frame: Path, k: int, fmt: str) -> str:
 
 
 def read_journal(aligned_dir: Path) -> tuple[dict | None, dict[str, int]]:
-    """(settings, {frame name: faces written}); tolerates a torn last line from a kill."""
+    """(settings, {frame name: faces written}); tolerates a torn last line from a kill, and skips
+    lines that are not records of ours."""
     path = aligned_dir / JOURNAL
     if not path.exists():
         return None, {}
     settings, done = None, {}
-    for line in path.read_text().splitlines():
+    for line in path.read_text(errors="replace").splitlines():
         try:
-            rec = json.loads(line)
+            rec = parse_json(line)
         except ValueError:
             continue
-        if "settings" in rec:
+        if not isinstance(rec, dict):
+            continue
+        if isinstance(rec.get("settings"), dict):
             settings = rec["settings"]
-        elif "frame" in rec:
-            done[rec["frame"]] = int(rec["faces"])
+        elif is_file_name(rec.get("frame")) and type(rec.get("faces")) is int and 0 <= rec["faces"] <= 10_000:
+            done[rec["frame"]] = rec["faces"]
     return settings, done
 
 
@@ -153,9 +156,16 @@ def earlier_options(aligned_dir: Path) -> ExtractOptions | None:
     saved = read_journal(aligned_dir)[0]
     if not saved:
         return None
+    fields = {k: v for k, v in saved.items() if k in ExtractOptions.__dataclass_fields__}
     try:
-        was = ExtractOptions(**{k: v for k, v in saved.items() if k in ExtractOptions.__dataclass_fields__})
-    except TypeError:
+        for name, value in fields.items():
+            if name in BY_NAME and name != "face_type":
+                BY_NAME[name].from_json(value)
+        smooth = fields.get("smooth_fps")
+        if smooth is not None and not (type(smooth) in (int, float) and 0 < smooth < 1000):
+            return None
+        was = ExtractOptions(**fields)
+    except (TypeError, ValueError):
         return None
     return was if was.face_type in FACE_TYPES else None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.dfl import pickles
+from facelab.errors import FacelabError
 from facelab.faces.align import canonical_face_type
 
 FORMAT_VERSION = 1
@@ -30,7 +31,7 @@ _PNG_KEY = b"facelab"
 _MAX_SEGMENT = 65533 - len(_JPEG_TAG) - 2
 
 
-class MetadataError(ValueError):
+class MetadataError(FacelabError, ValueError):
     """The file has no usable face metadata (missing, damaged or unsafe)."""
 
 
@@ -271,8 +272,11 @@ def _from_payload(payload: bytes) -> FaceMeta:
         raise MetadataError(f"damaged face metadata ({exc})") from exc
     if not isinstance(d, dict) or d.get("format") != "facelab-aligned":
         raise MetadataError("unknown face metadata format")
-    if int(d.get("version", 0)) > FORMAT_VERSION:
-        raise MetadataError(f"face metadata version {d['version']} is newer than this facelab; upgrade")
+    version = d.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MetadataError(f"damaged face metadata (version {str(version)[:20]!r})")
+    if version > FORMAT_VERSION:
+        raise MetadataError(f"face metadata version {version} is newer than this facelab; upgrade")
     return FaceMeta.from_json(d)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import os
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -81,5 +83,13 @@ def run_ffmpeg(
         err.seek(0)
         stderr = err.read()
     if code != 0:
+        for number, text in _DISK_ERRORS.items():  # the disk, not the video: the CLI's one line for it
+            if text in stderr:
+                raise OSError(number, os.strerror(number), str(args[-1]))
         raise FacelabError(f"{what} failed: ffmpeg says: {last_error_line(stderr)}")
     return stderr
+
+
+# How ffmpeg words the file-system errors a user can fix (facelab.cli says what to do about each).
+_DISK_ERRORS = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+                errno.EDQUOT: "Disk quota exceeded", errno.EFBIG: "File too large"}  # fmt: skip

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from facelab.errors import FacelabError
+from facelab.fsutil import read_json
 
 # Demuxers that open single images; a JPEG renamed to .mp4 opens with one of these.
 _IMAGE_DEMUXERS = ("image2", "_pipe", "gif", "webp")
@@ -36,7 +36,18 @@ class VideoInfo:
 
     @classmethod
     def from_json(cls, d: dict) -> VideoInfo:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        """ValueError (or KeyError, TypeError) unless `d` holds every field, each of its type."""
+        info = cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        kinds = {"path": str, "width": int, "height": int, "fps": str, "frame_count": int,
+                 "duration": (int, float), "video_codec": str, "has_audio": bool,
+                 "audio_codec": (str, type(None))}  # fmt: skip
+        for name, kind in kinds.items():
+            value = getattr(info, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{name} is {value!r}")
+        if info.width <= 0 or info.height <= 0 or info.frame_count < 0 or not info.fps_fraction > 0:
+            raise ValueError("its size, frame count or frame rate is out of range")
+        return info
 
 
 def read_video_record(path: Path) -> tuple[VideoInfo, int] | None:
@@ -44,9 +55,9 @@ def read_video_record(path: Path) -> tuple[VideoInfo, int] | None:
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = read_json(path)
         return VideoInfo.from_json(record), int(record["frames_written"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
         raise FacelabError(f"{path} is damaged ({exc}): run `facelab extract-frames` again") from exc
 
 

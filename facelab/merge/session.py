@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab.errors import FacelabError
-from facelab.fsutil import write_json_atomic
+from facelab.fsutil import is_file_name, parse_json, read_json, write_json_atomic
 from facelab.merge import settings as merge_settings
 from facelab.models.folder import SESSION, ModelFolder
 
@@ -50,14 +50,18 @@ class MergeSession:
         if not path.exists():
             return cls(path)
         try:
-            data = json.loads(path.read_text())
+            data = read_json(path)
+            if not isinstance(data, dict) or not isinstance(data.get("settings"), dict) or not all(
+                isinstance(o, dict) and isinstance(o.get("settings"), dict) for o in data.get("overrides", [])
+            ):
+                raise ValueError("not a merge session")
             settings = merge_settings.validate(data["settings"])
             overrides = [
                 {"first": int(o["first"]), "last": int(o["last"]),
                  "settings": {k: merge_settings.BY_NAME[k].parse(v) for k, v in o["settings"].items()}}
                 for o in data.get("overrides", [])
             ]  # fmt: skip
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
             raise SessionError(
                 f"{path} is damaged ({exc}): run again with --fresh-session to start from the defaults"
             ) from None
@@ -100,10 +104,10 @@ def _records(merged_dir: Path) -> list[dict]:
     if path.exists():
         for line in path.read_text(errors="replace").splitlines():
             try:
-                rec = json.loads(line)
+                rec = parse_json(line)
             except ValueError:
                 continue  # a line cut by a crash: that frame is simply merged again
-            if isinstance(rec, dict) and all(isinstance(rec.get(k), str) for k in ("frame", "hash")):
+            if isinstance(rec, dict) and isinstance(rec.get("hash"), str) and is_file_name(rec.get("frame")):
                 out.append(rec)
     return out
 

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from facelab.errors import FacelabError, UsageError
-from facelab.fsutil import default_mode, fsync_dir
+from facelab.fsutil import default_mode, fsync_dir, read_json
 from facelab.models.discriminators import CODE, GAN
 from facelab.models.registry import create_model
 
@@ -113,10 +113,10 @@ class ModelFolder:
     def read_json(self, name: str) -> dict:
         path = self.file(name)
         try:
-            return json.loads(path.read_text())
+            return read_json(path)
         except FileNotFoundError:
             raise CheckpointError(f"{path} is missing") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:
             raise CheckpointError(f"{path} is damaged ({exc})") from None
 
     def load(self, device: str | torch.device = "cpu", optimizer: bool = True) -> Checkpoint:
@@ -280,7 +280,7 @@ class ModelFolder:
         slots = sorted(root.glob("[0-9][0-9]")) + sorted(root.glob(f"{REPLACED}-*"), reverse=True)
         for slot in slots if root.is_dir() else []:
             with contextlib.suppress(OSError, ValueError):
-                state = json.loads((slot / STATE).read_text())
+                state = read_json(slot / STATE)
                 if isinstance(state, dict):
                     out.append((slot, state))
         return out

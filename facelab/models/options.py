@@ -50,6 +50,7 @@ MORPH_FACTOR = Option("morph_factor", float, 0.5, "share of src channels mixed i
 # keep a damaged or hostile config.json from asking for terabytes before anything is checked.
 QUICK96 = [
     Option("resolution", int, 96, "face size in pixels", range=(16, 640)),
+    Option("archi", str, "df-ud", "df or liae, with any of -u, -d, -t", check=_archi),
     Option("ae_dims", int, 128, "autoencoder width", range=(8, 1024)),
     *(Option(name, int, default, "width", range=(4, 256))
       for name, default in (("e_dims", 64), ("d_dims", 64), ("d_mask_dims", 16))),

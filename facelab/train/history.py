@@ -45,11 +45,14 @@ class LossHistory:
 
     @classmethod
     def from_json(cls, d: dict) -> LossHistory:
-        h = cls(len(d["pending"]))
-        h.width, h.buckets = int(d["width"]), [list(map(float, b)) for b in d["buckets"]]
-        h.pending, h.pending_count, h.pending_first = (
-            list(d["pending"]),
-            int(d["pending_count"]),
-            d["pending_first"],
-        )
+        """ValueError when `d` is not a history this class wrote."""
+        try:
+            h = cls(len(d["pending"]))
+            h.width, h.buckets = int(d["width"]), [[float(v) for v in b] for b in d["buckets"]]
+            h.pending, h.pending_count = [float(v) for v in d["pending"]], int(d["pending_count"])
+            h.pending_first = int(d["pending_first"])
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"not a loss history ({type(exc).__name__}: {exc})") from None
+        if h.width < 1 or h.pending_count < 0 or any(len(b) != len(h.pending) + 1 for b in h.buckets):
+            raise ValueError("not a loss history (its buckets and sums disagree)")
         return h

@@ -76,7 +76,7 @@ def send_command(folder: Path, key: str) -> None:
 def take_command(folder: Path) -> str | None:
     path = folder / COMMAND
     try:
-        key = path.read_text().strip()
+        key = path.read_bytes()[:16].decode(errors="replace").strip()
         path.unlink()
     except OSError:
         return None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import TYPE_CHECKING
@@ -12,8 +13,9 @@ import cv2
 import numpy as np
 import torch
 
+from facelab.errors import FacelabError
 from facelab.fsutil import write_bytes_atomic
-from facelab.models.folder import HISTORY, LIVE, PREVIEW
+from facelab.models.folder import HISTORY, LIVE, PREVIEW, STATE, ModelFolder
 from facelab.train import preview
 from facelab.workspace import SIDES
 
@@ -99,6 +101,48 @@ def write_live(run: TrainingRun, ms_per_iter: float, running: bool) -> None:
             "target_iter": run.train_options.target_iter, "running": running, "pid": os.getpid(),
             "updated": time.time(), "points": run.history.points()}  # fmt: skip
     write_bytes_atomic(run.folder.path / LIVE, json.dumps(live).encode(), fsync=False)
+
+
+# what the UI's training page reads of live.json, with the type each must have
+_LIVE_FIELDS = {"iteration": int, "ms_per_iter": float, "batch": int, "target_iter": int, "running": bool,
+                "updated": float}  # fmt: skip
+
+
+def read_live(folder: ModelFolder) -> dict:
+    """The training page's view of a model folder: live.json while (or after) a trainer writes
+    it, else the saved history; and whether it trains now. A damaged file gives what can be
+    read of it (fields of the wrong type, and non-finite numbers, are left out), never an error."""
+    live, state = _json_object(folder, LIVE), _json_object(folder, STATE)
+    out = {k: v for k, v in live.items() if k in _LIVE_FIELDS and _plain(v, _LIVE_FIELDS[k])}
+    points = live.get("points")
+    if not isinstance(points, list):
+        history = state.get("history")
+        points = history.get("buckets") if isinstance(history, dict) else None
+        out.setdefault("iteration", state.get("iteration") if _plain(state.get("iteration"), int) else 0)
+    out["points"] = [p for p in points if isinstance(p, list) and p and all(_plain(v, float) for v in p)
+                     ] if isinstance(points, list) else []  # fmt: skip
+    preview = folder.file(PREVIEW)
+    saved = state.get("iteration")
+    out |= {"saved_iteration": saved if _plain(saved, int) else None, "training": folder.is_locked(),
+            "preview_mtime": preview.stat().st_mtime if preview.exists() else None}  # fmt: skip
+    return out
+
+
+def _json_object(folder: ModelFolder, name: str) -> dict:
+    try:
+        d = folder.read_json(name)
+    except FacelabError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _plain(value, kind: type) -> bool:
+    """Whether `value` is a JSON value of `kind` (an int counts as a float; a bool as neither)."""
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float) and math.isfinite(value)
+    return isinstance(value, kind)
 
 
 def summary(run: TrainingRun) -> str:

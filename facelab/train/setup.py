@@ -22,6 +22,7 @@ from facelab.models.blocks import glorot_
 from facelab.models.folder import (
     CONFIG,
     OPTIMIZER,
+    STATE,
     CheckpointError,
     ModelFolder,
     build_network,
@@ -221,7 +222,8 @@ def _resume(run: TrainingRun) -> None:
     run.config, state = ckpt.config, ckpt.state
     if run.config.get("model") != run.recipe.model:
         raise FacelabError(f"{run.folder} is a {run.config.get('model')} model, not {run.recipe.model}")
-    run.seed = int(state["seed"])
+    saved = saved_progress(run.folder, state)
+    run.seed = saved["seed"]
     _build(run, run.config)
     load_weights(run.model, run.folder, ckpt.weights)
     saved_optimizer = run.config.get("training", {}).get("optimizer", "rmsprop")
@@ -240,15 +242,35 @@ def _resume(run: TrainingRun) -> None:
     for name in run.extra_losses.load(ckpt.weights, ckpt.optimizer):
         progress.say(f"the {name} discriminator is new or changed: it starts fresh")
     run.config |= {"options": run.model_options, "training": run.recipe.to_json()}
-    run.iteration, run.elapsed = int(state["iteration"]), float(state["elapsed_s"])
-    run.batch = int(state["batch"])
-    run.drawn = dict(state["drawn"])
-    run.last_batch = state.get("last_batch")
-    run.history = LossHistory.from_json(state["history"])
-    run.preview_faces = state.get("preview_faces", {})
-    run.reused_from = state.get("reused_from")
+    run.iteration, run.elapsed, run.batch = saved["iteration"], saved["elapsed_s"], saved["batch"]
+    run.drawn = saved["drawn"]
+    run.last_batch, run.history = saved["last_batch"], saved["history"]
+    run.preview_faces, run.reused_from = saved["preview_faces"], saved["reused_from"]
     if was_pretraining and not run.recipe.pretrain:
         _end_pretraining(run)
+
+
+def saved_progress(folder: ModelFolder, state: dict) -> dict:
+    """What a resume takes from state.json (new_state's fields), checked: a CheckpointError names
+    the file and the autobackup when a field is missing or of the wrong kind."""
+    try:
+        last = state.get("last_batch")
+        out = {"seed": int(state["seed"]), "iteration": int(state["iteration"]), "batch": int(state["batch"]),
+               "elapsed_s": float(state["elapsed_s"]), "drawn": {s: int(state["drawn"][s]) for s in SIDES},
+               "history": LossHistory.from_json(state["history"]),
+               "last_batch": None if last is None else
+               {"start": {s: int(last["start"][s]) for s in SIDES}, "size": int(last["size"])},
+               "preview_faces": {s: [str(n) for n in names] for s, names in
+                                 dict(state.get("preview_faces") or {}).items() if s in SIDES},
+               "reused_from": state.get("reused_from")}  # fmt: skip
+        if out["iteration"] < 0 or out["batch"] < 1 or not 0 <= out["elapsed_s"] < 1e12:
+            raise ValueError("iteration, batch or elapsed_s out of range")
+        if not isinstance(out["reused_from"], str | None):
+            raise ValueError("reused_from is not a name")
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        problem = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CheckpointError(f"{folder.file(STATE)} is damaged ({problem}){folder.restore_hint()}") from None
+    return out
 
 
 def _end_pretraining(run: TrainingRun) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from facelab.errors import FacelabError
-from facelab.models.folder import CONFIG, LIVE, PREVIEW, STATE, ModelFolder
-from facelab.train import keys, model_options
+from facelab.models.folder import CONFIG, PREVIEW, ModelFolder
+from facelab.train import keys, model_options, report
 from facelab.train.catalog import check_name
 from facelab.train.recipes import RECIPES
 from facelab.ui.common import ApiError, Body, Context, option_json
@@ -85,20 +83,7 @@ class TrainingPage:
         return JSONResponse({"sent": key})
 
     async def train_live(self, request: Request) -> JSONResponse:
-        folder = self.ctx.model(request.path_params["folder"])
-        live, state = {}, {}
-        with contextlib.suppress(FacelabError):
-            live = folder.read_json(LIVE)
-        with contextlib.suppress(FacelabError):
-            state = folder.read_json(STATE)
-        if not isinstance(live, dict) or not live:
-            history = state.get("history")
-            points = history.get("buckets", []) if isinstance(history, dict) else []
-            live = {"iteration": state.get("iteration", 0), "points": points}
-        preview = folder.file(PREVIEW)
-        live |= {"saved_iteration": state.get("iteration"), "training": folder.is_locked(),
-                 "preview_mtime": preview.stat().st_mtime if preview.exists() else None}  # fmt: skip
-        return JSONResponse(live)
+        return JSONResponse(report.read_live(self.ctx.model(request.path_params["folder"])))
 
     async def train_preview(self, request: Request) -> Response:
         folder = self.ctx.model(request.path_params["folder"])

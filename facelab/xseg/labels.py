@@ -8,7 +8,6 @@ A label file is `{"format": "facelab-xseg-labels", "faces": {"<file name>": [{"t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from facelab.errors import FacelabError
 from facelab.faces import meta
 from facelab.faces.faceset import editing, load_faceset
-from facelab.fsutil import write_bytes_atomic, write_json_atomic
+from facelab.fsutil import is_file_name, read_json, write_bytes_atomic, write_json_atomic
 
 FORMAT = "facelab-xseg-labels"
 
@@ -91,11 +90,14 @@ def export_labels(folders: list[Path], out: Path) -> Counts:
 def import_labels(source: Path, folder: Path) -> Counts:
     """Set the labels of `folder`'s faces from a label file (faces it does not name keep theirs)."""
     try:
-        d = json.loads(Path(source).read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        d = read_json(source)
+    except (OSError, ValueError) as exc:
         raise FacelabError(f"{source} cannot be read as a label file ({exc})") from None
     if not isinstance(d, dict) or d.get("format") != FORMAT or not isinstance(d.get("faces"), dict):
         raise FacelabError(f"{source} is not a facelab XSeg label file (see `facelab xseg labels export`)")
+    names = [n for n in d["faces"] if not is_file_name(Path(n).name)]
+    if names:
+        raise FacelabError(f"{source}: {names[0][:60]!r} is not a face's file name")
     wanted = {name: parse_polygons(items, f"{source}: {name}") for name, items in d["faces"].items()}
     counts = Counts()
     with editing(folder, "xseg labels import"):
