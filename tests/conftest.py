@@ -147,6 +147,17 @@ def faces_ws(tmp_path_factory) -> Path:
     return ws
 
 
+@pytest.fixture(scope="session")
+def step_inputs(tmp_path_factory) -> Path:
+    """tests/kill_steps.py's inputs, built once: 2-second clips (src.mp4, dst.mp4), frames/ (dst
+    frames), faces/ (+ dst faces, a tiny Quick96 `m` and a tiny XSeg `xseg`), merged/ (+ merged)."""
+    from tests.kill_steps import DFL, build_inputs
+
+    if not MEDIA.is_dir() or not DFL.is_dir():
+        pytest.skip(f"real media and DeepFaceLab's files not found in {SHARED} (shared/ is absent)")
+    return build_inputs(tmp_path_factory.mktemp("steps"))
+
+
 @pytest.fixture
 def train_ws(faces_ws: Path, tmp_path: Path) -> Path:
     """A private copy of `faces_ws`'s aligned faces, to train in and to damage."""

@@ -1,9 +1,14 @@
-"""SIGKILL a training run at random moments, half of them inside a save, and check every time
-that the model folder loads (after the recovery the trainer itself runs) and resumes.
+"""SIGKILL a step at random moments and check that it always recovers.
 
-    python tests/kill_harness.py WORKSPACE --runs 200      # the long run reported on the issue
+    python tests/kill_harness.py WORKSPACE --runs 200                 # training (the default step)
+    python tests/kill_harness.py WORK --step merge --runs 200         # any other long step
 
-WORKSPACE needs data_src/aligned and data_dst/aligned. Prints a JSON summary.
+Training: kills half of them inside a save, and checks every time that the model folder loads
+(after the recovery the trainer itself runs) and resumes; WORKSPACE needs data_src/aligned and
+data_dst/aligned. Every other step (kill_steps.STEPS: extract-frames, extract-faces, sort, merge,
+make-video, run, import-dfl, convert-dfl, xseg-apply, export) is killed in rounds of 5 and then
+finished, and its outputs are compared with an uninterrupted run's; WORK is a folder for its inputs
+(built once from ../shared) and workspaces. Prints a JSON summary; exits 1 on any failure.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from kill_steps import STEPS, kill_rounds  # noqa: E402
 from train_tiny import TINY  # noqa: E402
 
 from facelab.models import create_model  # noqa: E402
@@ -105,12 +111,16 @@ def kill_cycles(ws: Path, runs: int, seed: int = 0, name: str = "killed") -> dic
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("workspace", type=Path)
+    ap.add_argument("--step", default="train", choices=["train", *STEPS])
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     t0 = time.time()
-    result = kill_cycles(a.workspace, a.runs, a.seed)
+    if a.step == "train":
+        result = kill_cycles(a.workspace, a.runs, a.seed)
+        result.pop("iterations")
+    else:
+        result = kill_rounds(a.step, a.workspace, a.runs, a.seed)
     result["seconds"] = round(time.time() - t0, 1)
-    result.pop("iterations")
     print(json.dumps(result, indent=1))
     sys.exit(1 if result["failures"] else 0)

@@ -72,3 +72,39 @@ def test_sort_waits_for_an_extraction_of_the_same_faceset(tmp_path: Path, media:
     assert_clean_error(refused, 1, "in use by `facelab extract-faces src`", "run this again")
     sorted_ = run_cli("sort", "src", "--by", "blur", "-w", ws, "--yes")
     assert sorted_.returncode == 0, sorted_.stderr
+
+
+def test_two_merges_of_one_workspace(trained_ws: Path):
+    merged = trained_ws / "data_dst" / "merged"
+    proc = _holding(merged, "merge")
+    try:
+        assert_clean_error(run_cli("merge", "--model", "m", "-w", trained_ws), 1, "in use by `facelab merge`",
+                           f"process {proc.pid}")  # fmt: skip
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_an_import_does_not_replace_a_model_in_training(tmp_path: Path):
+    """`import-dfl --overwrite` of the name a trainer is training is refused, naming the trainer;
+    once it stops, the import replaces the model (the old one goes to the trash)."""
+    from tests.kill_steps import DFL
+
+    if not DFL.is_dir():
+        pytest.skip(f"DeepFaceLab's files not found at {DFL} (the shared/ folder is absent)")
+    ws = tmp_path / "ws"
+    assert run_cli("import-dfl", DFL / "model_tiny", "--name", "t", "-w", ws).returncode == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from facelab.models.folder import ModelFolder\n"
+                               "with ModelFolder(Path(sys.argv[1])).lock():\n"
+                               "    print('held', flush=True)\n    time.sleep(600)\n",
+                               str(ws / "model" / "t_SAEHD")], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = run_cli("import-dfl", DFL / "model_tiny", "--name", "t", "--overwrite", "-w", ws)
+        assert_clean_error(refused, 1, "being trained right now", f"process {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_cli("import-dfl", DFL / "model_tiny", "--name", "t", "--overwrite", "-w", ws).returncode == 0
+    assert len(list((ws / "model" / "_trash").iterdir())) == 1

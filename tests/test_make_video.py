@@ -71,12 +71,21 @@ def test_a_killed_encode_leaves_no_temp_file_behind_the_next_run(tmp_path: Path)
     ws = prepared_workspace(tmp_path)
     stale = ws / ".result.abc123.tmp.mp4"  # what a SIGKILLed make-video leaves (atomic_path's name)
     stale.write_bytes(b"x" * 1000)
-    fresh = ws / ".result.def456.tmp.mp4"  # a live writer's file, touched just now, is left alone
-    fresh.write_bytes(b"y")
     old = time.time() - 3600
     os.utime(stale, (old, old))
-    assert run_cli("make-video", "-w", ws).returncode == 0
-    assert not stale.exists() and fresh.exists()
+    # Touched just now, but make-video holds the merged frames, so no other encode of result.mp4 can
+    # be running: this one was killed a moment ago (the rerun after a kill meets exactly this).
+    just_killed = ws / ".result_mask.def456.tmp.mp4"
+    just_killed.write_bytes(b"y")
+    (ws / "result.mp4").write_bytes(b"a whole earlier result")
+    assert_clean_error(run_cli("make-video", "-w", ws), 1, "--overwrite")  # refused, and still tidied
+    assert not stale.exists() and not just_killed.exists()
+    frames = tmp_path / "frames"
+    shutil.copytree(ws / "data_dst" / "merged", frames)
+    live = tmp_path / ".out.ghi789.tmp.mp4"  # --from holds nothing: a fresh temp may be a live writer's
+    live.write_bytes(b"z")
+    assert run_cli("make-video", "-w", ws, "--from", frames, "--output", tmp_path / "out.mp4").returncode == 0
+    assert live.exists()
 
 
 def test_result_not_overwritten_without_flag(tmp_path: Path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facelab import locks
 from facelab.errors import FacelabError
+from facelab.fsutil import remove_stale_temps
 from facelab.media.mark import make_mark, read_mark
 from facelab.media.probe import VideoInfo, probe_video, read_video_record
 from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
@@ -105,20 +106,28 @@ def _encode(ws: Workspace, opts: VideoOptions) -> Path:
 
     ext = VIDEO_FORMATS[opts.fmt][0]
     out = opts.output or ws.root / f"result.{ext}"
+    mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
+    held = opts.from_dir is None  # make_video holds the merged frames: no other encode of these files runs
+    if held:  # so any temporary file beside them is a killed encode's (MBs each)
+        for path in (out, mask_out):
+            remove_stale_temps(path, 0)
+    if out.exists() and not opts.overwrite:
+        raise FacelabError(f"{out} already exists: pass --overwrite to replace it")
     mark = (read_mark(frames[0]) or make_mark()) if opts.mark else None  # the model that made the frames
-    result = encode_video(frames, out, fps, fmt=opts.fmt, bitrate=opts.bitrate, audio_from=audio,
-                          overwrite=opts.overwrite, label=out.name, mark=mark)  # fmt: skip
-    sound = f"sound from {audio.name}" if audio else "no sound"
-    say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
 
+    # The mask video first: a result on disk then means both are whole (a kill between the two leaves
+    # no result, and the next run makes both again).
     mask_dir = opts.mask_from or (None if opts.from_dir else ws.merged_mask_dir)
     if mask_dir is not None:
         masks = collect_frames(mask_dir, start=None if opts.mask_from else 1) if mask_dir.is_dir() else []
         if not masks:
             say(f"no mask frames in {mask_dir}: skipping the mask video")
         else:
-            mask_out = out.with_name(f"{out.stem}_mask{out.suffix}")
-            m = encode_video(masks, mask_out, fps, fmt=opts.fmt, lossless=True, overwrite=opts.overwrite,
+            m = encode_video(masks, mask_out, fps, fmt=opts.fmt, lossless=True, overwrite=True,
                              label=mask_out.name, mark=mark)  # fmt: skip
             say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
+    result = encode_video(frames, out, fps, fmt=opts.fmt, bitrate=opts.bitrate, audio_from=audio,
+                          overwrite=True, label=out.name, mark=mark)  # fmt: skip
+    sound = f"sound from {audio.name}" if audio else "no sound"
+    say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
     return out

@@ -84,6 +84,7 @@ def encode_video(
         raise UsageError(f"frame rate must be positive, not {fps}")
     if not frames:
         raise FacelabError("no frames to encode")
+    remove_stale_temps(out_path)  # what a killed encode of this file left (several MB each)
     if out_path.exists() and not overwrite:
         raise FacelabError(f"{out_path} already exists: pass --overwrite to replace it")
     lossless = VIDEO_FORMATS[fmt][1] if lossless is None else lossless
@@ -114,7 +115,6 @@ def encode_video(
 
     start = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out_path)  # what a killed encode of this file left (several MB each)
     with atomic_path(out_path) as tmp, progress.bar(len(frames), f"encoding {label}") as pbar:
         run_ffmpeg(args + ["-y", str(tmp)], f"writing {out_path}", stdin_feed=_feeder(frames, pbar.update))
         made = probe_video(tmp)

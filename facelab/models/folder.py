@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -219,7 +220,13 @@ class ModelFolder:
         digests = {}
         for name, tensors in ((WEIGHTS, weights), (OPTIMIZER, optimizer)):
             cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-            save_file(cpu, str(staging / name), metadata={"iteration": str(state.get("iteration", 0))})
+            try:
+                save_file(cpu, str(staging / name), metadata={"iteration": str(state.get("iteration", 0))})
+            except SafetensorError as exc:  # a full disk comes back as "I/O error: ... (os error 28)"
+                number = re.search(r"os error (\d+)", str(exc))
+                if number is None:
+                    raise
+                raise OSError(int(number[1]), os.strerror(int(number[1])), str(staging / name)) from None
             _fsync_file(staging / name)
             digests[name] = sha256(staging / name)
         _write_json(staging / CONFIG, config)
@@ -256,6 +263,13 @@ class ModelFolder:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+
+    def holder(self) -> str:
+        """Who holds the model's lock, as its holder wrote it ("process 123 since ...")."""
+        try:
+            return (self.path / LOCK).read_text(errors="replace").strip()[:200] or "another process"
+        except OSError:
+            return "another process"
 
     def is_locked(self) -> bool:
         """Whether a trainer holds the model. The probe holds the lock for microseconds, and `lock()`

@@ -50,7 +50,7 @@ def _origin(config: dict) -> str:
 
 def _check_idle(folder: ModelFolder) -> None:
     if folder.is_locked():
-        raise FacelabError(f"{folder} is being trained right now: stop the trainer first")
+        raise FacelabError(f"{folder} is being trained right now ({folder.holder()}): stop the trainer first")
 
 
 def rename(folder: ModelFolder, new_name: str) -> ModelFolder:

@@ -1,0 +1,26 @@
+"""SIGKILL across every long step (tests/kill_steps.py): 5 kills at random moments of each step,
+then a run to the end, whose outputs must equal an uninterrupted run's (by hash, or by pixels for
+merged frames, whose mark holds a date; by frame count for encoded video). Training has its own
+kill test (test_train_real.py); `tests/kill_harness.py --step STEP --runs 200` runs more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.kill_steps import STEPS, kill_rounds
+
+KILLS = 5
+
+
+@pytest.fixture(scope="module")
+def work(step_inputs: Path) -> Path:
+    return step_inputs.parent  # kill_rounds finds the inputs there
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_a_step_killed_five_times_finishes_as_if_never_killed(work: Path, step: str):
+    stats = kill_rounds(step, work, KILLS, seed=1)
+    assert stats["failures"] == [], stats
+    assert stats["kills"] == KILLS and stats["matched"] == 1, stats
