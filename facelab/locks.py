@@ -53,6 +53,22 @@ def hold(folder: Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def holder(folder: Path) -> str | None:
+    """Who holds `folder` now ("`facelab sort src` (process 12, since 10:02:03)"), or None."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+
+
 def forget_in_child() -> None:
     """In a forked worker: close the inherited lock descriptors, so that workers left running by a
     killed parent do not keep its folders locked (the parent's own descriptors still hold them)."""

@@ -108,3 +108,38 @@ def test_an_import_does_not_replace_a_model_in_training(tmp_path: Path):
         holder.wait()
     assert run_cli("import-dfl", DFL / "model_tiny", "--name", "t", "--overwrite", "-w", ws).returncode == 0
     assert len(list((ws / "model" / "_trash").iterdir())) == 1
+
+
+def test_a_ui_job_and_the_cli_on_one_faceset(step_inputs: Path, tmp_path: Path):
+    """The page's extraction (a job) holds the faceset as the CLI's does: a CLI sort meanwhile is
+    refused naming it; and a faceset the CLI holds is refused to the page, naming the CLI step."""
+    import json
+    import shutil
+
+    from facelab import locks
+    from tests.test_ui import Server
+
+    ws = tmp_path / "ws"
+    shutil.copytree(step_inputs / "frames", ws)
+    aligned = ws / "data_dst" / "aligned"
+    server = Server(ws)
+    json_post = {"Content-Type": "application/json"}
+    try:
+        holder = _holding(aligned, "sort dst")
+        try:
+            code, answer = server.get("/api/faces/dst/extract", headers=json_post, data=b"{}")
+            assert code in (400, 409) and "sort dst" in answer["error"], (code, answer)
+        finally:
+            holder.kill()
+            holder.wait()
+        code, answer = server.get("/api/faces/dst/extract", headers=json_post, data=json.dumps({}).encode())
+        assert code == 200, answer
+
+        deadline = time.time() + 60
+        while not locks.holder(aligned) and time.time() < deadline:
+            time.sleep(0.02)
+        assert locks.holder(aligned), "the page's extraction never held the faceset"
+        refused = run_cli("sort", "dst", "--by", "blur", "-w", ws)
+        assert_clean_error(refused, 1, "in use by `facelab extract-faces dst`")
+    finally:
+        server.stop()

@@ -64,10 +64,10 @@ def test_resume_is_exact(train_ws: Path):
 
 
 def test_sigkill_at_any_moment_is_survivable(train_ws: Path):
-    stats = kill_cycles(train_ws, runs=20, seed=1)
+    stats = kill_cycles(train_ws, runs=8, seed=1)  # 200 with `tests/kill_harness.py WS --runs 200`
     assert stats["failures"] == [], stats["failures"]
-    assert stats["loaded"] == 20 and stats["mid_save"] >= 5, stats
-    assert stats["resumed"] >= 15, stats  # later runs continue from the iteration the last one saved
+    assert stats["loaded"] == 8 and stats["mid_save"] >= 2, stats
+    assert stats["resumed"] >= 5, stats  # later runs continue from the iteration the last one saved
     result = _tiny(train_ws, "killed", stats["final_iteration"] + 3)
     assert result.iteration == stats["final_iteration"] + 3
 

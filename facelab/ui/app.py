@@ -34,6 +34,7 @@ from facelab.errors import FacelabError
 from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.models.folder import STATE
 from facelab.train.recipes import RECIPES
+from facelab.ui import openapi
 from facelab.ui.common import EXTRACT_FORM, EXTRACT_OPTIONS, ApiError, Context, images, option_json
 from facelab.ui.faceset import FacesetPage
 from facelab.ui.live import LivePage
@@ -122,8 +123,12 @@ def create_app(workspace: Path, token: str | None = None, live=None) -> Starlett
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
+    async def api_description(request: Request) -> JSONResponse:
+        return JSONResponse(openapi.document(routes))
+
     routes = [
         Route("/", guard(index)),
+        Route("/api/openapi.json", guard(api_description)),
         Route("/api/status", guard(overview.status)),
         Route("/api/jobs", guard(overview.jobs_list)),
         Route("/api/faces/{side}", guard(faceset.faces)),

@@ -8,6 +8,7 @@ import cv2
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
+from facelab import locks
 from facelab.faces import meta as face_meta
 from facelab.faces.align import face_type_name
 from facelab.faces.extract import earlier_options
@@ -75,14 +76,16 @@ class FacesetPage:
     async def sort_faces(self, request: Request) -> JSONResponse:
         side = self.ctx.side(request.path_params["side"])
         by = (await Body.of(request)).get("by")
-        self._faceset_idle()
+        self._faceset_idle(side)
         job = self.ctx.jobs.start("sort", [side, "--by", by, "--yes"])
         return JSONResponse(job.describe())
 
-    def _faceset_idle(self) -> None:
-        """A sort renames the faces an extraction writes: one of them at a time."""
+    def _faceset_idle(self, side: str) -> None:
+        """A sort renames the faces an extraction writes: one of them at a time, whoever started it."""
         if job := self.ctx.jobs.running("sort") or self.ctx.jobs.running("extract-faces"):
             raise ApiError(f"{job.command} {' '.join(job.args[:1])} is still running: wait for it (see Jobs)")
+        if who := locks.holder(self.ctx.ws.aligned_dir(side)):
+            raise ApiError(f"{self.ctx.ws.aligned_dir(side)} is in use by {who}: wait for it to finish", 409)
 
     def _extraction(self, side: str) -> dict | None:
         """The settings of the extraction already in aligned/, which a rerun continues with."""
@@ -98,7 +101,7 @@ class FacesetPage:
         side = self.ctx.side(request.path_params["side"])
         body = await Body.of(request)
         overwrite = body.get("overwrite")
-        self._faceset_idle()
+        self._faceset_idle(side)
         frames = self.ctx.ws.frames_dir(side)
         if not images(frames):
             raise ApiError(f"{frames} has no frames: run `facelab extract-frames {side}`")
