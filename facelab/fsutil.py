@@ -68,6 +68,17 @@ def remove_stale_temps(path: Path | str, older_than_s: float = 120.0) -> int:
     return removed
 
 
+def remove_temps_in(folder: Path | str) -> int:
+    """Remove every temporary file `atomic_path` left in `folder` (a killed writer's). Only for a
+    folder its caller holds (facelab.locks), where no live writer can be at work."""
+    removed = 0
+    for tmp in Path(folder).glob(".*.tmp.*") if Path(folder).is_dir() else []:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
 def write_bytes_atomic(path: Path | str, data: bytes, fsync: bool = True) -> None:
     with atomic_path(path, fsync=fsync) as tmp:
         tmp.write_bytes(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,23 @@ def _check_plain(obj, depth: int = 0) -> None:
             _check_plain(v, depth + 1)
 
 
+def _check_memo(data: bytes) -> None:
+    """Refuse a pickle that stores into a memo slot far beyond its own size: `LONG_BINPUT 80891284`
+    in a 14 KB file makes the unpickler grow its memo to 80 M entries (over a gigabyte). A real
+    pickle numbers its memo entries in order, so no index exceeds the opcodes read so far."""
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(data), 1):
+            if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > count:
+                raise PickleError(f"stores into memo slot {arg} after {count} opcodes: not a real pickle")
+    except PickleError:
+        raise
+    except Exception:  # an unknown opcode, a cut argument: the unpickler below says which
+        return
+
+
 def loads(data: bytes):
     """The plain data in `data`; PickleError when it is unsafe, damaged or truncated."""
+    _check_memo(data)
     try:
         obj = _Restricted(io.BytesIO(data)).load()
     except PickleError:

@@ -44,7 +44,7 @@ from facelab.faces.align import (
 from facelab.faces.detect import DEFAULT_DETECTOR, DETECTORS, Face, create_detector, landmark_model
 from facelab.faces.faceset import editing
 from facelab.faces.track import FaceFinder
-from facelab.fsutil import fsync_dir, is_file_name, parse_json, write_bytes_atomic
+from facelab.fsutil import fsync_dir, is_file_name, parse_json, remove_temps_in, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
 from facelab.options import Option
 from facelab.workspace import IMAGE_EXTS
@@ -343,6 +343,9 @@ def _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite) -> ExtractSumm
     aligned_dir.mkdir(parents=True, exist_ok=True)
     if debug_dir is not None:
         debug_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (aligned_dir, debug_dir):  # a killed run's half-written faces and debug images
+        if folder is not None:
+            remove_temps_in(folder)
 
     settings, done = read_journal(aligned_dir)
     existing = [p for p in aligned_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS]
