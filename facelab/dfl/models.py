@@ -201,7 +201,7 @@ def _read_network(model: DflModel, net: nn.Module, mapping: dict[str, tuple[str,
         arrays = _load(path)
         if not isinstance(arrays, dict):
             raise DflError(f"{path} is not a DeepFaceLab weights file (a dict of arrays)")
-        extra = sorted(set(arrays) - set(wanted))
+        extra = sorted(map(str, set(arrays) - set(wanted)))  # (a damaged file's keys may not be names)
         if extra:
             raise DflError(f"{path}: unexpected tensor {extra[0]} ({len(extra)} in all): the options in "
                            f"the model's {DATA} describe another network")  # fmt: skip
