@@ -175,7 +175,6 @@ def one(ws: str, model: str, batch: int, precision: str, iters: int, profiled: b
         "replays": result.replays, "mean_ms": round(result.ms_per_iter, 1),
         "ms_per_iter": round(ms, 1), "data_share": round(result.data_share, 4),
         "median_ms": round(statistics.median(result.step_ms), 1),
-        "second_half_median_ms": round(ms, 1),
         "gflop_per_iter": round(flops / 1e9, 1), "achieved_gflops": round(flops / 1e9 / (ms / 1000), 1),
         "phases_ms": phases,
         "peak_mem_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -219,6 +218,8 @@ def main() -> None:
                                     "(default: extract them from ../shared/media)")  # fmt: skip
     ap.add_argument("--child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.with_load and "auto" not in a.precisions.split(","):
+        ap.error("--with-load compares with the quiet auto row: keep auto in --precisions")
     if a.child:
         print(json.dumps(one(*json.loads(a.child))))
         return
@@ -245,10 +246,11 @@ def main() -> None:
                 if r["precision"] == "auto" and forced:
                     r["auto_vs_best_forced"] = round(r["ms_per_iter"] / min(forced), 3)
             rows += group
-            if a.with_load:
+            quiet = next((r for r in group if r["precision"] == "auto"), None)
+            if a.with_load and quiet:
                 longer = max(4 * a.iters, 48)
                 row = under_load(lambda m=model, n=longer: child(ws, cache, m, BATCH[m], "auto", n, False))
-                row["slowdown_under_load"] = round(row["second_half_median_ms"] / group[2]["median_ms"], 2)
+                row["slowdown_under_load"] = round(row["ms_per_iter"] / quiet["median_ms"], 2)
                 loaded.append(row)
         if gpu:  # SAEHD at batch 32, and each captured step against the same step run eagerly
             if "saehd" in models:
@@ -293,7 +295,7 @@ def print_table(s: dict) -> None:
               f"{r['achieved_gflops']:>9}{r['efficiency']:>7.0%}{r['data_share'] * 100:>8.1f}"
               f"{memory:>9}{extra}")  # fmt: skip
     for r in s["under_load"]:
-        print(f"  {r['model']} beside a one-core load: {r['second_half_median_ms']} ms (the second half's "
+        print(f"  {r['model']} beside a one-core load: {r['ms_per_iter']} ms (the second half's "
               f"median), ended on {r['threads']} of {s['threads']} threads")
     print("\nwhere an iteration goes (ms, profiled):" if not gpu else "")
     for r in [r for r in s["runs"] if r["phases_ms"]]:

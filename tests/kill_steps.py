@@ -79,11 +79,7 @@ def _tiny_xseg(ws: Path, model_dir: Path) -> None:
     from facelab.train.trainer import TrainOptions, train
     from facelab.workspace import Workspace
 
-    aligned = ws / "data_dst" / "aligned"
-    aligned.mkdir(parents=True)
-    for p in sorted((DFL / "aligned_xseg").glob("*.jpg")):
-        shutil.copy(p, aligned / p.name)
-        (aligned / p.name).chmod(0o644)
+    copy_faces([DFL / "aligned_xseg"], ws / "data_dst" / "aligned")
     progress.set_quiet(True)
     opts = TrainOptions(target_iter=2, arch={"resolution": 64, "base_ch": 8},
                         model_options={"resolution": 64}, seed=3, preview=False, status_every_s=1e9,
@@ -102,12 +98,18 @@ class Step:
     exact: bool = True  # compare by hash; else by file set and decodability
 
 
-def _dfl_faces(ws: Path) -> None:
-    aligned = ws / "data_src" / "aligned"
+def copy_faces(folders: list[Path], aligned: Path) -> None:
+    """The JPEG faces of `folders` into `aligned`, writable (shared/ is read-only)."""
     aligned.mkdir(parents=True)
-    for p in sorted((DFL / "aligned").glob("*.jpg")) + sorted((DFL / "aligned_xseg").glob("*.jpg")):
+    for p in sorted(p for folder in folders for p in folder.glob("*.jpg")):
         shutil.copy(p, aligned / p.name)
         (aligned / p.name).chmod(0o644)
+
+
+def digest(p: Path) -> str:
+    """sha256 of a file; of the pixels for a PNG, as a merged frame's mark holds its date."""
+    data = cv2.imread(str(p), cv2.IMREAD_UNCHANGED).tobytes() if p.suffix == ".png" else p.read_bytes()
+    return hashlib.sha256(data).hexdigest()
 
 
 STEPS = {s.name: s for s in [
@@ -133,7 +135,7 @@ STEPS = {s.name: s for s in [
 def fresh(step: Step, base: Path, ws: Path) -> Path:
     shutil.rmtree(ws, ignore_errors=True)
     if step.inputs == "dfl-faces":
-        _dfl_faces(ws)
+        copy_faces([DFL / "aligned", DFL / "aligned_xseg"], ws / "data_src" / "aligned")
     elif step.inputs:
         shutil.copytree(base / step.inputs, ws)
     else:
@@ -147,10 +149,8 @@ def outputs(step: Step, ws: Path) -> dict[str, str]:
     for pattern in step.outputs:
         for p in sorted(ws.glob(pattern)):
             rel = str(p.relative_to(ws))
-            if step.exact and p.suffix == ".png":  # the pixels: the mark in a merged frame holds its date
-                found[rel] = hashlib.sha256(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).tobytes()).hexdigest()
-            elif step.exact:
-                found[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            if step.exact:
+                found[rel] = digest(p)
             elif p.suffix == ".mp4":
                 cap = cv2.VideoCapture(str(p))
                 frames = 0

@@ -8,7 +8,6 @@ with a spare file to the free space each case wants.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 from facelab.faces import meta
 from facelab.models.folder import ModelFolder
 from tests.conftest import assert_clean_error, run_cli
+from tests.kill_steps import digest
 
 FULL = "the disk is full"
 
@@ -56,11 +56,6 @@ def fill(disk: Path, leave: int) -> Path:
 
 
 def hashes(folder: Path, pattern: str = "*") -> dict[str, str]:
-    """{name: sha256} of the files, of the pixels for PNGs (a merged frame's mark holds its date)."""
-    def digest(p: Path) -> str:
-        data = cv2.imread(str(p), cv2.IMREAD_UNCHANGED).tobytes() if p.suffix == ".png" else p.read_bytes()
-        return hashlib.sha256(data).hexdigest()
-
     return {p.name: digest(p) for p in sorted(folder.glob(pattern)) if p.is_file()}
 
 

@@ -46,14 +46,21 @@ def unsupported(run: TrainingRun) -> str | None:
     return None
 
 
+def on_side_stream(side: torch.cuda.Stream, work):
+    """`work()` on `side`, ordered after and before the current stream's work (capture needs its
+    warm-up off the default stream)."""
+    here = torch.cuda.current_stream(side.device)
+    side.wait_stream(here)
+    with torch.cuda.stream(side):
+        out = work()
+    here.wait_stream(side)
+    return out
+
+
 def capture(work, device: torch.device):
     """`work` (no arguments) run once eagerly on a side stream, as capture needs, then captured;
     returns the graph's replay."""
-    here, side = torch.cuda.current_stream(device), torch.cuda.Stream(device)
-    side.wait_stream(here)
-    with torch.cuda.stream(side):
-        work()
-    here.wait_stream(side)
+    on_side_stream(torch.cuda.Stream(device), work)
     torch.cuda.synchronize(device)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -77,12 +84,7 @@ class CapturedStep:
         run = self.run
         if self.graph is None and self.warmup_left:
             self.warmup_left -= 1
-            here = torch.cuda.current_stream(run.device)
-            self.side.wait_stream(here)
-            with torch.cuda.stream(self.side):
-                losses = run.eager_step(batches)
-            here.wait_stream(self.side)
-            return losses
+            return on_side_stream(self.side, lambda: run.eager_step(batches))
         if self.graph is None:
             try:
                 self._capture(batches)
