@@ -343,9 +343,8 @@ def _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite) -> ExtractSumm
     aligned_dir.mkdir(parents=True, exist_ok=True)
     if debug_dir is not None:
         debug_dir.mkdir(parents=True, exist_ok=True)
-    for folder in (aligned_dir, debug_dir):  # a killed run's half-written faces and debug images
-        if folder is not None:
-            remove_temps_in(folder)
+    if debug_dir is not None:  # a killed run's half-written debug images (editing() cleared aligned/)
+        remove_temps_in(debug_dir)
 
     settings, done = read_journal(aligned_dir)
     existing = [p for p in aligned_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS]

@@ -7,8 +7,10 @@ Rejected faces move to `<aligned>_trash/` and are never deleted. Sorting renames
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import numpy as np
 from facelab import locks
 from facelab.errors import FacelabError
 from facelab.faces import meta
-from facelab.fsutil import fsync_dir, write_json_atomic
+from facelab.fsutil import fsync_dir, remove_temps_in, write_json_atomic
 from facelab.media.images import read_image
 from facelab.workspace import IMAGE_EXTS
 
@@ -45,10 +47,15 @@ class Faceset:
         return self.folder.with_name(self.folder.name + "_trash")
 
 
-def editing(folder: Path, what: str):
-    """Hold the faceset for a step that changes it (extract, sort, filter, trash, restore names):
-    a second such step on the same folder is refused, naming the first (locks.hold)."""
-    return locks.hold(folder, what)
+@contextlib.contextmanager
+def editing(folder: Path, what: str) -> Iterator[None]:
+    """Hold the faceset for a step that changes it (extract, sort, filter, trash, restore names,
+    XSeg masks and labels, DFL conversion): a second such step on the same folder is refused,
+    naming the first (locks.hold). Once held, the temporary files a killed step left half-written
+    are removed: no live writer can own them."""
+    with locks.hold(folder, what):
+        remove_temps_in(folder)
+        yield
 
 
 def load_faceset(folder: Path) -> Faceset:
