@@ -213,6 +213,16 @@ class ModelFolder:
 
     def save(self, config: dict, weights: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor],
              state: dict, summary: str) -> None:  # fmt: skip
+        try:
+            self._save(config, weights, optimizer, state, summary)
+        except OSError as exc:
+            if exc.filename is not None or exc.errno is None:
+                raise
+            # An fsync that failed names no file: name the model folder, for the one-line error.
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from exc
+
+    def _save(self, config: dict, weights: dict[str, torch.Tensor], optimizer: dict[str, torch.Tensor],
+              state: dict, summary: str) -> None:  # fmt: skip
         self.path.mkdir(parents=True, exist_ok=True)
         self.recover()
         staging = self.path / STAGING

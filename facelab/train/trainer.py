@@ -522,6 +522,7 @@ def _loop(run: TrainingRun) -> TrainResult:
     tuner = ThreadTuner(torch.get_num_threads()) if tuned and torch.get_num_threads() > 1 else None
     # On a GPU the next batch is made while the step runs; on a CPU that would only compete for the cores.
     prefetcher = graphs.Prefetcher(run) if run.device.type == "cuda" else None
+    failed = False
     try:
         with keys.KeyReader(enabled=main) as reader:
             while True:
@@ -594,11 +595,17 @@ def _loop(run: TrainingRun) -> TrainResult:
                 status.line(f"stopped at iteration {run.iteration}; saved")
             elif _finished(run, opts):
                 status.line(f"reached the target ({_target_text(opts)}) at iteration {run.iteration}; saved")
+    except BaseException:
+        failed = True
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if main:
-            report.write_live(run, ms, running=False)
+            # After a failure (a disk gone read-only or full) this write fails too: the error to
+            # report is the first one.
+            with contextlib.suppress(OSError) if failed else contextlib.nullcontext():
+                report.write_live(run, ms, running=False)
     n = len(run_losses)
     head, tail = run_losses[: max(1, n // 10)], run_losses[-max(1, n // 10) :]
     return TrainResult(
