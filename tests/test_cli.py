@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,23 @@ def test_help_lists_every_command_in_workflow_order():
     assert list(_subcommands(build_parser())) == WORKFLOW  # nothing missing, nothing extra
     positions = [re.search(rf"\n    {name}\s", out).start() for name in WORKFLOW]
     assert positions == sorted(positions)
+
+
+def test_a_named_command_builds_only_its_part_of_the_parser():
+    """REGISTRARS says who adds each command; a command line that names one imports only its module,
+    so the commands that need no model start without torch."""
+    from facelab.cli import REGISTRARS
+
+    assert [n for _, _, names in REGISTRARS for n in names] == WORKFLOW
+    for _, _, names in REGISTRARS:
+        for name in names:
+            assert list(_subcommands(build_parser(name))) == list(names), name
+    code = ("import sys\nfrom facelab.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+            "    pass\nprint('torch' in sys.modules)")  # fmt: skip
+    for cmd in (["extract-frames", "dst"], ["-w", "x", "make-video", "--help"], ["sort", "--help"],
+                ["inspect", "--help"], ["train", "--help"]):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-c", code, *cmd], capture_output=True, text=True)
+        assert proc.stdout.strip().endswith(str(cmd[-2] == "train")), (cmd, proc.stdout, proc.stderr)
 
 
 def test_every_command_has_help_with_defaults():

@@ -45,8 +45,47 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> Parser:
-    from facelab.cli import dfl, evaluation, faces, live, merge, misc, run, train, ui, video, xseg
+# Who registers each sub-command, in workflow order (`facelab --help` reads like DeepFaceLab's .bat
+# list): (module in facelab.cli, its register function, the commands it adds). A command line that
+# names its command builds only that part of the parser, so `extract-frames`, `make-video`, `sort`
+# and the rest start without importing the model modules (torch: about 1 s of a 2 s start).
+REGISTRARS = [
+    ("misc", "register_setup", ("info", "workspace")),
+    ("video", "register_extract", ("extract-frames",)),
+    ("faces", "register", ("extract-faces",)),
+    ("faces", "register_faceset_tools", ("sort", "filter", "faceset")),
+    ("xseg", "register", ("xseg",)),
+    ("train", "register_train", ("train",)),
+    ("train", "register_models", ("models",)),
+    ("dfl", "register", ("import-dfl", "export-dfl")),
+    ("merge", "register", ("merge",)),
+    ("video", "register_make_video", ("make-video",)),
+    ("evaluation", "register", ("eval", "inspect")),
+    ("live", "register_export", ("export",)),
+    ("live", "register_live", ("live",)),
+    ("run", "register", ("run",)),
+    ("ui", "register", ("ui",)),
+    ("misc", "register_demo", ("demo",)),
+]
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The sub-command an argument list names (after the options that may come before it)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--workspace", "-w"):
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            return arg
+        i += 1
+    return None
+
+
+def build_parser(command: str | None = None) -> Parser:
+    """The command-line parser: every command's, or (`command`) only the part that command needs."""
+    import importlib
 
     parser = Parser(
         prog="facelab",
@@ -61,27 +100,16 @@ def build_parser() -> Parser:
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands, in workflow order")
     common = common_options()
-    misc.register_setup(sub, common)
-    video.register_extract(sub, common)
-    faces.register(sub, common)
-    faces.register_faceset_tools(sub, common)
-    xseg.register(sub, common)
-    train.register_train(sub, common)
-    train.register_models(sub, common)
-    dfl.register(sub, common)
-    merge.register(sub, common)
-    video.register_make_video(sub, common)
-    evaluation.register(sub, common)
-    live.register_export(sub, common)
-    live.register_live(sub, common)
-    run.register(sub, common)
-    ui.register(sub, common)
-    misc.register_demo(sub, common)
+    known = any(command in names for _, _, names in REGISTRARS)
+    for module, register, names in REGISTRARS:
+        if not known or command in names:
+            getattr(importlib.import_module(f"facelab.cli.{module}"), register)(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_in(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
