@@ -10,13 +10,13 @@ train/model_options.py), merge (merge/settings.py) and make-video (media/result.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from facelab.errors import UsageError
+from facelab.fsutil import parse_json
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def load_config(path: Path, options: list[Option]) -> dict:
         raise UsageError(f"{path}: not a text file (a config file is UTF-8 YAML or JSON)") from None
     try:
         if Path(path).suffix.lower() == ".json":
-            data = json.loads(text)
+            data = parse_json(text)
         else:
             import yaml
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from facelab.device import cpu_summary
-from facelab.fsutil import write_json_atomic
+from facelab.fsutil import parse_json, write_json_atomic
 
 CANDIDATES = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
 MIN_BF16_GAIN = 1.10
@@ -69,7 +69,7 @@ def cache_file() -> Path:
 
 def _read_cache() -> dict:
     try:
-        data = json.loads(cache_file().read_text())
+        data = parse_json(cache_file().read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}

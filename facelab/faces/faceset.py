@@ -8,7 +8,6 @@ Rejected faces move to `<aligned>_trash/` and are never deleted. Sorting renames
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 from facelab import locks
 from facelab.errors import FacelabError
 from facelab.faces import meta
-from facelab.fsutil import fsync_dir, remove_temps_in, write_json_atomic
+from facelab.fsutil import fsync_dir, parse_json, remove_temps_in, write_json_atomic
 from facelab.media.images import read_image
 from facelab.workspace import IMAGE_EXTS
 
@@ -104,7 +103,7 @@ def original_names(folder: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     try:
-        return dict(json.loads(path.read_text()))
+        return dict(parse_json(path.read_text()))
     except ValueError as exc:
         raise FacelabError(f"{path} is damaged ({exc}): original names cannot be restored") from exc
 

@@ -22,6 +22,7 @@ import numpy as np
 from facelab.dfl import pickles
 from facelab.errors import FacelabError
 from facelab.faces.align import canonical_face_type
+from facelab.fsutil import parse_json
 
 FORMAT_VERSION = 1
 _JPEG_TAG = b"FACELAB\x00"
@@ -267,7 +268,7 @@ def parse(data: bytes) -> FaceMeta:
 
 def _from_payload(payload: bytes) -> FaceMeta:
     try:
-        d = json.loads(payload)
+        d = parse_json(payload)
     except ValueError as exc:
         raise MetadataError(f"damaged face metadata ({exc})") from exc
     if not isinstance(d, dict) or d.get("format") != "facelab-aligned":

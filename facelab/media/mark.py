@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from facelab import __version__
+from facelab.fsutil import parse_json
 
 COMMENT = "synthetic: a face swap made with facelab"
 KEY = "facelab"
@@ -65,7 +66,7 @@ def mark_image(data: bytes, mark: dict | None) -> bytes:
 
 def _from_text(text: str) -> dict | None:
     try:
-        mark = json.loads(text)
+        mark = parse_json(text)
     except ValueError:
         return None
     return mark if isinstance(mark, dict) and mark.get("tool") == "facelab" else None

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from facelab.errors import FacelabError, UsageError
-from facelab.fsutil import default_mode, fsync_dir, read_json
+from facelab.fsutil import default_mode, fsync_dir, parse_json, read_json
 from facelab.models.discriminators import CODE, GAN
 from facelab.models.registry import create_model
 
@@ -341,7 +341,7 @@ class ModelFolder:
         current = [n for n in (*CHECKPOINT_FILES, PREVIEW) if (self.path / n).exists()]
         if current:
             try:
-                iteration = json.loads((self.path / STATE).read_text()).get("iteration", "unknown")
+                iteration = parse_json((self.path / STATE).read_text()).get("iteration", "unknown")
             except (OSError, ValueError, AttributeError):
                 iteration = "damaged"
             kept = self.path / BACKUPS / f"{REPLACED}-{time.strftime('%Y%m%d-%H%M%S')}-{iteration}"

@@ -9,14 +9,13 @@ change to a fixed one is refused with the list of fixed options.
 
 from __future__ import annotations
 
-import json
 import select
 import sys
 from pathlib import Path
 
 from facelab import prompts
 from facelab.errors import UsageError
-from facelab.fsutil import write_json_atomic
+from facelab.fsutil import parse_json, write_json_atomic
 from facelab.models import options as arch
 from facelab.models.archi import parse_archi
 from facelab.models.folder import BACKUPS
@@ -135,7 +134,7 @@ def for_new_model(model: str, class_name: str, model_root: Path, given: dict) ->
     path = defaults_file(model_root, class_name)
     if path.exists():
         try:
-            saved = {k: known[k].parse(v) for k, v in json.loads(path.read_text()).items() if k in known}
+            saved = {k: known[k].parse(v) for k, v in parse_json(path.read_text()).items() if k in known}
         except (ValueError, OSError):
             saved = {}  # a damaged defaults file only loses the convenience
     options = {}

@@ -4,7 +4,6 @@ workspace with the checks every route that reads a file goes through."""
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ from starlette.responses import Response
 from facelab.errors import FacelabError
 from facelab.faces.extract import BY_NAME as EXTRACT_OPTIONS
 from facelab.faces.sort import METHODS as SORT_METHODS
+from facelab.fsutil import parse_json
 from facelab.models.folder import CONFIG, LIVE, PREVIEW, STATE, ModelFolder, model_folders
 from facelab.options import Option
 from facelab.train import keys
@@ -58,7 +58,7 @@ class Body:
     async def of(cls, request: Request) -> Body:
         raw = await request.body()
         try:
-            return cls(json.loads(raw) if raw.strip() else {})
+            return cls(parse_json(raw) if raw.strip() else {})
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(f"the request body is not valid JSON ({exc})") from None
 

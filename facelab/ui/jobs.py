@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from facelab.fsutil import parse_json
 from facelab.progress import EVENTS_ENV
 
 COMMANDS = ("extract-faces", "sort", "train", "merge", "make-video", "eval")
@@ -71,7 +72,7 @@ class Job:
         out = []
         for line in _tail_text(self.events_path, size).splitlines():
             with contextlib.suppress(ValueError):
-                e = json.loads(line)
+                e = parse_json(line)
                 if isinstance(e, dict):
                     out.append(e)
         return out
@@ -117,7 +118,7 @@ class Jobs:
         """Jobs an earlier server started that are still running."""
         for record in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                r = json.loads(record.read_text())
+                r = parse_json(record.read_text())
                 if r["command"] in COMMANDS and _is_facelab_process(int(r["pid"]), r["command"]):
                     job = Job(next(self._ids), r["command"], list(r["args"]), record.with_suffix(".log"),
                               int(r["pid"]), float(r["started"]))  # fmt: skip

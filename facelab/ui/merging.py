@@ -3,7 +3,6 @@ merge session's per-frame settings, merge all and make video as jobs."""
 
 from __future__ import annotations
 
-import json
 import threading
 
 from starlette.concurrency import run_in_threadpool
@@ -11,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from facelab.errors import FacelabError
+from facelab.fsutil import parse_json
 from facelab.merge import settings as merge_settings
 from facelab.merge.session import MergeSession, merged_by_other
 from facelab.models.folder import SESSION, STATE, ModelFolder, find_model
@@ -54,7 +54,7 @@ class MergePage:
 
     def _settings(self, raw) -> dict:
         try:
-            data = raw if isinstance(raw, dict) else json.loads(raw or "{}")
+            data = raw if isinstance(raw, dict) else parse_json(raw or "{}")
             if not isinstance(data, dict):
                 raise ValueError("settings must be a JSON object of setting: value")
             return merge_settings.validate(data, strict=True)
