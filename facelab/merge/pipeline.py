@@ -33,6 +33,7 @@ from facelab.media.mark import Stamp, make_mark
 from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
+from facelab.merge.settings import MAX_STEADY
 from facelab.models.folder import ModelFolder, find_model, load_network
 from facelab.precision import choose, model_timer
 from facelab.procs import clean_pool
@@ -44,7 +45,6 @@ BATCH = 8  # faces per model call
 DFM_FACE_TYPE = "whole_face"
 
 
-MAX_STEADY = 10  # the most frames either side that `stabilise` may average over
 STEADY_TOLERANCE = 0.01  # placement change (share of the crop) at which a neighbour's weight is 1/e
 
 

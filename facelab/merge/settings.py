@@ -5,6 +5,7 @@ from __future__ import annotations
 from facelab.color import MODES as COLOR_MODES
 from facelab.options import Option
 
+MAX_STEADY = 10  # the most frames either side --stabilise may average the face's placement over
 MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
 # blend.face_mask builds each from named parts; the xseg ones need an XSeg model (--xseg-model).
 MASK_MODES = (
@@ -24,7 +25,7 @@ OPTIONS = [
     Option("masked_hist_match", bool, True, "hist-match modes: match inside the mask only"),
     Option("hist_match_threshold", int, 238, "hist-match: lower values darken highlights", range=(0, 255)),
     Option("stabilise", int, 3, "steady the face's placement: average it over this many frames either "
-           "side while the face holds nearly still (0 = off)", range=(0, 10)),
+           "side while the face holds nearly still (0 = off)", range=(0, MAX_STEADY)),
     Option("face_scale", int, 0, "make the pasted face larger (+) or smaller (-), percent", range=(-50, 50)),
     Option("sharpen_mode", str, "none", "filter for --sharpen-amount", choices=("none", "box", "gaussian")),
     Option("sharpen_amount", int, 0, "sharpen (+) or blur (-) the face", range=(-100, 100)),
