@@ -28,15 +28,20 @@ def _sqrtm(c: np.ndarray) -> np.ndarray:
 
 
 def rct(src, dst, src_mask=None, dst_mask=None):
-    """Reinhard: match mean and standard deviation per channel in Lab."""
+    """Reinhard: match mean and standard deviation per channel in Lab.
+
+    A face with far less chroma spread than the dst (a blurry prediction's near-grey eyes) has its
+    small chroma deviations multiplied by the std ratio, which made green and purple fringes. So
+    the gain is capped at 3, and each channel of the result is kept within the range the two faces
+    span together (their 0.5-99.5 percentiles): no colour appears that neither face has."""
     s = cv2.cvtColor(np.clip(src, 0, 1).astype(np.float32), cv2.COLOR_BGR2LAB)
     t = cv2.cvtColor(np.clip(dst, 0, 1).astype(np.float32), cv2.COLOR_BGR2LAB)
     ps, pt = _pixels(s, src_mask), _pixels(t, dst_mask)
     ms, ss = ps.mean(0), ps.std(0) + 1e-6
     mt, st = pt.mean(0), pt.std(0)
     out = (s - ms) * np.clip(st / ss, 0, 3) + mt
-    out[..., 0] = np.clip(out[..., 0], 0, 100)
-    out[..., 1:] = np.clip(out[..., 1:], -127, 127)
+    (lo_s, hi_s), (lo_t, hi_t) = np.percentile(ps, (0.5, 99.5), 0), np.percentile(pt, (0.5, 99.5), 0)
+    out = np.clip(out, np.minimum(lo_s, lo_t), np.maximum(hi_s, hi_t))
     return np.clip(cv2.cvtColor(out.astype(np.float32), cv2.COLOR_LAB2BGR), 0, 1)
 
 

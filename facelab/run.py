@@ -99,7 +99,7 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
     from facelab.faces.extract import ExtractOptions, extract_faces
     from facelab.faces.faceset import load_faceset, move_to_trash
     from facelab.faces.identity import split_by_person
-    from facelab.media.frames import extract_frames
+    from facelab.media.frames import DEFAULT_FORMAT, extract_frames
     from facelab.media.result import VideoOptions, make_video
     from facelab.merge.pipeline import MergeModel, merge
     from facelab.merge.session import MergeSession
@@ -121,7 +121,8 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
 
     def frames(side: str):
         def go() -> str:
-            res = extract_frames(videos[side], ws.frames_dir(side), overwrite=r.resumed or opts.overwrite,
+            res = extract_frames(videos[side], ws.frames_dir(side), fmt=DEFAULT_FORMAT[side],
+                                 overwrite=r.resumed or opts.overwrite,
                                  info_path=ws.video_info_path(side))  # fmt: skip
             return f"{res.count} frames -> {ws.frames_dir(side)}"
 

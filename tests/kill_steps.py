@@ -114,7 +114,7 @@ def digest(p: Path) -> str:
 
 STEPS = {s.name: s for s in [
     Step("extract-frames", None, lambda b: ["extract-frames", "dst", "--input", b / "dst.mp4"],
-         ["data_dst/*.jpg", "data_dst_video.json"]),
+         ["data_dst/*.png", "data_dst_video.json"]),
     Step("extract-faces", "frames", lambda b: ["extract-faces", "dst"],
          ["data_dst/aligned/*", "data_dst/aligned_debug/*"]),
     Step("sort", "faces", lambda b: ["sort", "dst", "--by", "blur"], ["data_dst/aligned/*.jpg"]),

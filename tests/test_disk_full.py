@@ -79,10 +79,10 @@ def test_extract_frames_on_a_full_disk_keeps_nothing_partial(short_dst: Path, re
     spare = fill(ws.parent, 1 << 20)
     proc = run_cli("extract-frames", "dst", "--input", short_dst, "-w", ws)
     assert_clean_error(proc, 1, FULL, "facelab extract-frames")
-    assert not list((ws / "data_dst").glob("*.jpg"))  # frames appear only when the whole video decoded
+    assert not list((ws / "data_dst").glob("*.png"))  # frames appear only when the whole video decoded
     spare.unlink()
     assert run_cli("extract-frames", "dst", "--input", short_dst, "-w", ws).returncode == 0
-    assert hashes(ws / "data_dst", "*.jpg") == hashes(reference / "data_dst", "*.jpg")
+    assert hashes(ws / "data_dst", "*.png") == hashes(reference / "data_dst", "*.png")
     assert not [p for p in (ws / "data_dst").parent.iterdir() if p.name.startswith(".")]
 
 

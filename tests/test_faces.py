@@ -20,6 +20,7 @@ import pytest
 from facelab.faces import meta
 from facelab.faces.align import face_transform, warp_face
 from facelab.faces.extract import JOURNAL, NO_FACE_LIST
+from facelab.workspace import numbered_images
 from tests.conftest import MEDIA, SHARED, assert_clean_error, run_cli
 
 DFL_ALIGNED = SHARED / "dfl-files" / "aligned"
@@ -60,7 +61,7 @@ def aligned_files(ws: Path, side: str = "src") -> list[Path]:
 )
 def test_face_found_in_98_percent_of_frames(real_ws, name: str, side: str):
     ws = real_ws(name, side)
-    frames = sorted((ws / f"data_{side}").glob("*.jpg"))
+    frames = [p for _, p in numbered_images(ws / f"data_{side}")]
     per_frame: dict[str, int] = {}
     for p in aligned_files(ws, side):
         frame = p.stem.rsplit("_", 1)[0]
@@ -93,7 +94,7 @@ def test_metadata_round_trip_and_realign(real_ws):
         again = meta.parse(meta.embed(p.read_bytes(), m))
         assert again.to_json() == m.to_json()
         assert m.face_type == "whole_face" and m.size == 512
-        assert m.source_filename == p.stem.rsplit("_", 1)[0] + ".jpg"
+        assert m.source_filename == p.stem.rsplit("_", 1)[0] + ".png"  # dst frames are PNG
         # The matrix is the alignment of the stored source landmarks.
         assert (
             np.abs(face_transform(m.source_landmarks, m.size, m.face_type) - m.image_to_face_mat).max() < 1e-2
@@ -212,7 +213,7 @@ def test_kill_then_resume_gives_the_same_files(tmp_path: Path, media: Path, name
 
     aligned = ws_b / f"data_{side}" / "aligned"
     journal = aligned / JOURNAL
-    frames = len(list((ws_b / f"data_{side}").glob("*.jpg")))
+    frames = len(numbered_images(ws_b / f"data_{side}"))
     cmd = [sys.executable, "-m", "facelab", "extract-faces", side, "-w", str(ws_b), "--yes", "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60

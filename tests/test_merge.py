@@ -53,7 +53,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_merge_every_frame_then_video(merge_ws: Path):
     proc = run_cli("merge", "-w", merge_ws, "-q")
     assert proc.returncode == 0, proc.stderr
-    frames = sorted((merge_ws / "data_dst").glob("*.jpg"))
+    frames = sorted((merge_ws / "data_dst").glob("*.png"))
     merged = sorted((merge_ws / "data_dst" / "merged").glob("*.png"))
     masks = sorted((merge_ws / "data_dst" / "merged_mask").glob("*.png"))
     assert [p.stem for p in merged] == [p.stem for p in frames] == [p.stem for p in masks]
@@ -118,7 +118,7 @@ def test_a_second_merge_is_refused_while_one_runs(merge_ws: Path):
 
 
 def test_a_missing_dst_frame_is_reported_with_how_to_fill_it(merge_ws: Path):
-    (merge_ws / "data_dst" / "00120.jpg").unlink()
+    (merge_ws / "data_dst" / "00120.png").unlink()
     for face in (merge_ws / "data_dst" / "aligned").glob("00120_*.jpg"):
         face.unlink()
     proc = run_cli("merge", "-w", merge_ws, "-q", "--frames", "118-125")
@@ -286,16 +286,16 @@ def test_frames_without_faces_are_copied_and_counted(merge_ws: Path):
         p.unlink()
     proc = run_cli("merge", "-w", merge_ws, "-q")
     assert proc.returncode == 0 and "10 without a face, copied through" in proc.stdout, proc.stdout
-    orig = cv2.imread(str(merge_ws / "data_dst" / "00012.jpg"))
+    orig = cv2.imread(str(merge_ws / "data_dst" / "00012.png"))
     assert np.array_equal(orig, cv2.imread(str(merge_ws / "data_dst" / "merged" / "00012.png")))
     assert cv2.imread(str(merge_ws / "data_dst" / "merged_mask" / "00012.png")).max() == 0
 
 
 def test_missing_source_frame_and_wrong_face_type(merge_ws: Path):
-    (merge_ws / "data_dst" / "00007.jpg").unlink()
+    (merge_ws / "data_dst" / "00007.png").unlink()
     assert_clean_error(run_cli("merge", "-w", merge_ws), 1, "00007_0.jpg comes from frame 00007.jpg",
                        "extract-frames dst")  # fmt: skip
-    shutil.copy(merge_ws / "data_dst" / "00008.jpg", merge_ws / "data_dst" / "00007.jpg")
+    shutil.copy(merge_ws / "data_dst" / "00008.png", merge_ws / "data_dst" / "00007.png")
     fs = load_faceset(merge_ws / "data_dst" / "aligned")
     face = fs.faces[3]
     m = face.meta

@@ -198,7 +198,7 @@ def test_walk_through_faceset_training_merge_and_video(server: Server, ui_ws: Pa
     page.keyboard.press("Shift+/")
     page.wait_for_function("document.querySelector('#mg-note').textContent.includes('every following')")
     session = json.loads((ui_ws / "model" / "ui_SAEHD" / "merge_session.json").read_text())
-    frames = sorted(p for p in (ui_ws / "data_dst").iterdir() if p.suffix == ".jpg")
+    frames = sorted(p for p in (ui_ws / "data_dst").iterdir() if p.suffix == ".png")
     last = int(frames[-1].stem)
     assert any(o["settings"].get("erode") == 20 and o["last"] == last for o in session["overrides"])
     page.keyboard.press("Shift+.")

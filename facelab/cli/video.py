@@ -10,8 +10,8 @@ from facelab.cli.argtypes import frame_rate
 from facelab.cli.common import workspace_from
 from facelab.errors import FacelabError, UsageError
 from facelab.media.frames import BY_NAME as FRAME_BY_NAME
+from facelab.media.frames import DEFAULT_FORMAT, extract_frames
 from facelab.media.frames import OPTIONS as FRAME_OPTIONS
-from facelab.media.frames import extract_frames
 from facelab.media.result import BY_NAME as VIDEO_BY_NAME
 from facelab.media.result import OPTIONS as VIDEO_OPTIONS
 from facelab.media.result import VideoOptions, make_video
@@ -32,7 +32,7 @@ def register_extract(sub, common) -> None:
     )
     p.add_argument("side", choices=SIDES, help="which video")
     p.add_argument("--input", "-i", type=Path, help="video file (default: data_<side>.* in the workspace)")
-    add_arguments(p, FRAME_OPTIONS)
+    add_arguments(p, FRAME_OPTIONS, {"image_format": "png for dst, jpg for src"})
     p.add_argument("--overwrite", action="store_true", help="replace frames already in the folder")
     p.set_defaults(handler=cmd_extract_frames)
 
@@ -48,7 +48,8 @@ def cmd_extract_frames(args: argparse.Namespace) -> int:
     if args.side == "src" and fps is None:
         fps = prompts.ask_option(FRAME_BY_NAME["fps"], label="frames per second to keep, 0 = every frame")
     fps = fps or None  # 0: every frame
-    fmt = args.image_format or prompts.ask_option(FRAME_BY_NAME["image_format"], label="frame image type")
+    fmt = args.image_format or prompts.ask_option(FRAME_BY_NAME["image_format"], DEFAULT_FORMAT[args.side],
+                                                  label="frame image type")  # fmt: skip
     out_dir = ws.frames_dir(args.side)
     result = extract_frames(
         video, out_dir, fmt=fmt, fps=fps, overwrite=args.overwrite, info_path=ws.video_info_path(args.side)
@@ -91,5 +92,6 @@ def cmd_make_video(args: argparse.Namespace) -> int:
         bitrate = bitrate or VIDEO_BY_NAME["bitrate"].default
     make_video(ws, VideoOptions(fmt=fmt, bitrate=bitrate, from_dir=args.from_dir, mask_from=args.mask_from,
                                 fps=args.fps, audio=args.audio, no_audio=args.no_audio, output=args.output,
-                                overwrite=args.overwrite, mark=args.mark is not False))  # fmt: skip
+                                overwrite=args.overwrite, mark=args.mark is not False,
+                                colour=args.colour or "dst"))  # fmt: skip
     return 0

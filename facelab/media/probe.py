@@ -11,6 +11,11 @@ from facelab.fsutil import read_json
 
 # Demuxers that open single images; a JPEG renamed to .mp4 opens with one of these.
 _IMAGE_DEMUXERS = ("image2", "_pipe", "gif", "webp")
+# ffmpeg's names of the colour matrices and ranges a stream may declare (AVColorSpace and
+# AVColorRange, as PyAV reports them); a stream that declares none has None.
+COLOR_SPACES = {1: "bt709", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+COLOR_RANGES = {1: "tv", 2: "pc"}
+UNKNOWN = "unknown"
 
 
 @dataclass
@@ -24,6 +29,8 @@ class VideoInfo:
     video_codec: str
     has_audio: bool
     audio_codec: str | None
+    colorspace: str | None = None  # the YUV matrix the stream declares (COLOR_SPACES), None: none
+    color_range: str | None = None  # "tv" (limited) or "pc" (full), None: not declared
 
     @property
     def fps_fraction(self) -> Fraction:
@@ -37,10 +44,13 @@ class VideoInfo:
     @classmethod
     def from_json(cls, d: dict) -> VideoInfo:
         """ValueError (or KeyError, TypeError) unless `d` holds every field, each of its type."""
-        info = cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        # Records written before the colour was kept lack it: UNKNOWN, not "declares none".
+        optional = {"colorspace": UNKNOWN, "color_range": UNKNOWN}
+        info = cls(**{k: d.get(k, optional[k]) if k in optional else d[k] for k in cls.__dataclass_fields__})
         kinds = {"path": str, "width": int, "height": int, "fps": str, "frame_count": int,
                  "duration": (int, float), "video_codec": str, "has_audio": bool,
-                 "audio_codec": (str, type(None))}  # fmt: skip
+                 "audio_codec": (str, type(None)), "colorspace": (str, type(None)),
+                 "color_range": (str, type(None))}  # fmt: skip
         for name, kind in kinds.items():
             value = getattr(info, name)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -109,6 +119,8 @@ def probe_video(path: Path) -> VideoInfo:
             video_codec=vs.codec_context.name,
             has_audio=audio is not None,
             audio_codec=audio.codec_context.name if audio is not None else None,
+            colorspace=COLOR_SPACES.get(int(vs.codec_context.colorspace or 0)),
+            color_range=COLOR_RANGES.get(int(vs.codec_context.color_range or 0)),
         )
 
 

@@ -13,7 +13,7 @@ from facelab.errors import FacelabError
 from facelab.fsutil import remove_stale_temps
 from facelab.media.mark import make_mark, read_mark
 from facelab.media.probe import VideoInfo, probe_video, read_video_record
-from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, collect_frames, encode_video
+from facelab.media.video import DEFAULT_BITRATE, VIDEO_FORMATS, Colour, collect_frames, encode_video
 from facelab.options import Option
 from facelab.progress import say
 from facelab.workspace import Workspace, numbered_images
@@ -23,6 +23,8 @@ OPTIONS = [
     Option("fmt", str, "mp4", "container and codec", choices=tuple(VIDEO_FORMATS), flags=("--format",)),
     Option("bitrate", float, float(DEFAULT_BITRATE), "video bitrate in Mbit/s for the lossy formats",
            range=(1.0, 1000.0)),
+    Option("colour", str, "dst", "the colour matrix of the result: the dst video's own (the pixels the "
+           "merge left alone look as they did), or bt709", choices=("dst", "bt709")),
     Option("mark", bool, True, "mark the videos as synthetic in their metadata (the merged frames' mark, "
            "with the model); --no-mark leaves it out", switch=True),
 ]  # fmt: skip
@@ -41,6 +43,7 @@ class VideoOptions:
     output: Path | None = None  # default: <workspace>/result.<ext>
     overwrite: bool = False
     mark: bool = True  # the synthetic mark in the container (media/mark.py)
+    colour: str = "dst"  # the dst video's colour matrix and range, or "bt709"
 
 
 def _dst_info(ws: Workspace) -> tuple[VideoInfo | None, int | None]:
@@ -114,6 +117,7 @@ def _encode(ws: Workspace, opts: VideoOptions) -> Path:
     if out.exists() and not opts.overwrite:
         raise FacelabError(f"{out} already exists: pass --overwrite to replace it")
     mark = (read_mark(frames[0]) or make_mark()) if opts.mark else None  # the model that made the frames
+    colour = Colour.of(info) if info is not None and opts.colour == "dst" else Colour()
 
     # The mask video first: a result on disk then means both are whole (a kill between the two leaves
     # no result, and the next run makes both again).
@@ -124,10 +128,10 @@ def _encode(ws: Workspace, opts: VideoOptions) -> Path:
             say(f"no mask frames in {mask_dir}: skipping the mask video")
         else:
             m = encode_video(masks, mask_out, fps, fmt=opts.fmt, lossless=True, overwrite=True,
-                             label=mask_out.name, mark=mark)  # fmt: skip
+                             label=mask_out.name, mark=mark, colour=colour)  # fmt: skip
             say(f"{m.frames} mask frames -> {mask_out} in {m.seconds:.1f} s")
     result = encode_video(frames, out, fps, fmt=opts.fmt, bitrate=opts.bitrate, audio_from=audio,
-                          overwrite=True, label=out.name, mark=mark)  # fmt: skip
+                          overwrite=True, label=out.name, mark=mark, colour=colour)  # fmt: skip
     sound = f"sound from {audio.name}" if audio else "no sound"
     say(f"{result.frames} frames at {float(fps):.3f} fps, {sound} -> {out} in {result.seconds:.1f} s")
     return out

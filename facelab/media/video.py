@@ -13,7 +13,7 @@ from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import atomic_path, remove_stale_temps
 from facelab.media.ffmpeg import run_ffmpeg
 from facelab.media.mark import metadata_args
-from facelab.media.probe import probe_video
+from facelab.media.probe import UNKNOWN, VideoInfo, probe_video
 from facelab.workspace import numbered_images
 
 # name -> (extension, lossless)
@@ -26,9 +26,34 @@ VIDEO_FORMATS: dict[str, tuple[str, bool]] = {
 DEFAULT_BITRATE = 16  # Mbit/s, the reference tool's default
 PRESET = "veryfast"
 AUDIO_BITRATE = "192k"
-# Even size, then BT.709 limited ("tv") range 4:2:0, which every player expects.
-_VIDEO_FILTER = "pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix=bt709:out_range=tv,format=yuv420p"
-_TAGS = ["-color_range", "tv", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
+# swscale's matrix for each colour space a stream may declare; one that declares none is decoded
+# as BT.601 (ffmpeg, browsers at this size), so it is encoded so too.
+_MATRIX = {"bt709": "bt709", "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
+
+
+@dataclass(frozen=True)
+class Colour:
+    """How the result's YUV maps to RGB: as the dst video's (`of`), so that every pixel the merge
+    left alone decodes as it did in the dst (encoding dst_1, which declares nothing and so decodes
+    as BT.601, in BT.709 cost 0.6 dB of PSNR outside the face). A dst that declares nothing gets a
+    result that declares BT.601 limited range, what ffmpeg decoded it as; without a dst, BT.709."""
+
+    space: str | None = "bt709"
+    range: str | None = "tv"
+
+    @classmethod
+    def of(cls, info: VideoInfo) -> Colour:
+        return cls() if info.colorspace == UNKNOWN else cls(info.colorspace, info.color_range)
+
+    def filter(self) -> str:
+        """Even size, then 4:2:0 in this matrix and range."""
+        matrix, rng = _MATRIX.get(self.space or "", "bt601"), "pc" if self.range == "pc" else "tv"
+        return f"pad=ceil(iw/2)*2:ceil(ih/2)*2,scale=out_color_matrix={matrix}:out_range={rng},format=yuv420p"
+
+    def tags(self) -> list[str]:
+        space = self.space or "smpte170m"
+        tags = ["-color_range", self.range or "tv", "-colorspace", space]
+        return tags + (["-color_primaries", "bt709", "-color_trc", "bt709"] if space == "bt709" else [])
 
 
 @dataclass
@@ -74,6 +99,7 @@ def encode_video(
     overwrite: bool = False,
     label: str = "video",
     mark: dict | None = None,
+    colour: Colour | None = None,
 ) -> VideoResult:
     """Encode `frames` (all .png or all .jpg) to H.264 at `fps`; copy in `audio_from`'s first audio track."""
     if fmt not in VIDEO_FORMATS:
@@ -107,9 +133,10 @@ def encode_video(
         ]
     else:
         args += ["-map", "0:v:0"]
-    args += ["-vf", _VIDEO_FILTER, "-c:v", "libx264", "-preset", PRESET]
+    colour = colour or Colour()
+    args += ["-vf", colour.filter(), "-c:v", "libx264", "-preset", PRESET]
     args += ["-qp", "0"] if lossless else ["-b:v", f"{bitrate:g}M"]
-    args += _TAGS + metadata_args(mark, out_path.suffix)
+    args += colour.tags() + metadata_args(mark, out_path.suffix)
     if out_path.suffix in (".mp4", ".mov"):  # MP4 keeps custom metadata keys only when told to
         args += ["-movflags", "+faststart" + ("+use_metadata_tags" if mark else "")]
 

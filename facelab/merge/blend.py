@@ -54,8 +54,11 @@ def face_mask(face: FaceInput, mode: str) -> np.ndarray:
     return mask
 
 
-def shape_mask(mask: np.ndarray, erode: int, blur: int) -> tuple[np.ndarray, float]:
-    """Erode/dilate then blur at the working size; returns (mask, working size / crop size)."""
+def shape_mask(mask: np.ndarray, erode: int, blur: int, inward: bool = True) -> tuple[np.ndarray, float]:
+    """Erode/dilate then blur at the working size; returns (mask, working size / crop size).
+    `inward`: the blurred edge fades out inside the mask, so that no pixel takes more of the face
+    than the sharp mask gave it (the pixels outside it stay the frame's own); otherwise the edge
+    fades across the mask's border, half outside it, as the reference does."""
     res = mask.shape[0]
     work = min(4 * res, MAX_WORK)
     k = work / (4 * res)  # settings are in pixels at 4x the crop; scale if the work size is capped
@@ -65,6 +68,11 @@ def shape_mask(mask: np.ndarray, erode: int, blur: int) -> tuple[np.ndarray, flo
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))
         m = cv2.erode(m, kernel) if erode > 0 else cv2.dilate(m, kernel)
     b = int(round(blur * k))
+    if b and inward:
+        # A minimum over the blur kernel's own square support: every blurred value is then a mean
+        # of values no larger than the sharp mask's at that pixel.
+        r = (b | 1) // 2
+        m = cv2.erode(m, cv2.getStructuringElement(cv2.MORPH_RECT, (2 * r + 1, 2 * r + 1)))
     border = max(1, b // 2)  # the blurred edge fades out inside the crop, never at its border
     m[:border], m[-border:], m[:, :border], m[:, -border:] = 0, 0, 0, 0
     if b:
@@ -131,6 +139,51 @@ def finish_face(face: FaceInput, mask: np.ndarray, s: dict) -> np.ndarray:
     return np.clip(img, 0, 1).astype(np.float32)
 
 
+MAX_DETAIL_GAIN = 4.0  # the most the unsharp mask may multiply the face's own detail by
+
+
+def _laplacian(grey: np.ndarray) -> np.ndarray:
+    return cv2.Laplacian(grey, cv2.CV_32F)
+
+
+def restore_detail(face: np.ndarray, dst: np.ndarray, where: np.ndarray, scale_up: float,
+                   strength: float) -> np.ndarray:  # fmt: skip
+    """Sharpen the pasted face (float BGR at frame resolution) toward the dst face's sharpness.
+
+    A model's face, upscaled to a large dst face, is soft: measured as the variance of the
+    Laplacian over `where`, it is often under half the dst's. An unsharp mask (radius from the
+    upscale) adds the face's own detail back with the gain that closes `strength` of that gap, and
+    two bounds keep it from adding what was not there: the added detail never exceeds the dst's
+    local contrast (half its local range) at that pixel, and the result never leaves the
+    unsharpened face's local range (no halo around edges). A face as sharp as the dst is left alone."""
+    if where.sum() < 64:
+        return face
+    sigma = max(0.8, 0.5 * scale_up)
+    soft = cv2.GaussianBlur(face, (0, 0), sigma)
+    detail = face - soft
+    grey = cv2.cvtColor(face, cv2.COLOR_BGR2GRAY)
+    lap_face = _laplacian(grey)[where].astype(np.float64)
+    lap_detail = _laplacian(cv2.cvtColor(detail, cv2.COLOR_BGR2GRAY))[where].astype(np.float64)
+    have = lap_face.var()
+    want = have + strength * (_laplacian(cv2.cvtColor(dst, cv2.COLOR_BGR2GRAY))[where].var() - have)
+    if want <= have:
+        return face
+    # var(L(face) + a L(detail)) = want: a quadratic in the gain a (the Laplacian is linear).
+    a2 = lap_detail.var()
+    a1 = 2 * np.cov(lap_face, lap_detail)[0, 1]
+    a0 = have - want
+    gain = (-a1 + math.sqrt(max(a1 * a1 - 4 * a2 * a0, 0.0))) / (2 * a2) if a2 > 1e-12 else 0.0
+    gain = float(min(max(gain, 0.0), MAX_DETAIL_GAIN))
+    if gain == 0.0:
+        return face
+    size = 2 * math.ceil(sigma) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+    dst_contrast = (cv2.dilate(dst, kernel) - cv2.erode(dst, kernel)) / 2
+    added = np.clip(gain * detail, -dst_contrast, dst_contrast)
+    out = np.clip(face + added, cv2.erode(face, kernel), cv2.dilate(face, kernel))
+    return np.where(where[..., None], out, face)
+
+
 def _roi(mat: np.ndarray, size: float, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
     """The frame box covered by the crop (x0, y0, x1, y1), or None when it misses the frame."""
     corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
@@ -163,7 +216,7 @@ def paste(frame: np.ndarray, face: FaceInput, s: dict, out_mask: np.ndarray,
     if s["mode"] == "raw-rgb":
         work, scale = np.ones((face.res, face.res), np.float32), 1.0
     else:
-        work, scale = shape_mask(mask_res, s["erode"], s["blur"])
+        work, scale = shape_mask(mask_res, s["erode"], s["blur"], s["feather"] == "inward")
     flags = cv2.WARP_INVERSE_MAP
     m = cv2.warpAffine(work, _to_roi(face.mat, scale, x0, y0), size, flags=flags | cv2.INTER_LINEAR)
     m[m < 1 / 255] = 0
@@ -175,6 +228,9 @@ def paste(frame: np.ndarray, face: FaceInput, s: dict, out_mask: np.ndarray,
     interp = cv2.INTER_LINEAR if fast else cv2.INTER_CUBIC
     warped = cv2.warpAffine(img, _to_roi(face.mat, 1.0, x0, y0), size, flags=flags | interp,
                             borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    if s["restore_detail"] and s["mode"] != "raw-rgb":
+        scale_up = 1 / math.sqrt(abs(np.linalg.det(face.mat[:, :2])))  # frame pixels per crop pixel
+        warped = restore_detail(warped, roi, m > 0.5, scale_up, s["restore_detail"] / 100)
     m3 = m[..., None]
     blended = roi * (1 - m3) + np.clip(warped, 0, 1) * m3
     out = frame.copy()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import threading
@@ -32,6 +33,7 @@ from facelab.media.mark import Stamp, make_mark
 from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
 from facelab.merge.session import JOURNAL, MergeSession, merged_by_other, read_journal, settings_hash
+from facelab.merge.settings import MAX_STEADY
 from facelab.models.folder import ModelFolder, find_model, load_network
 from facelab.precision import choose, model_timer
 from facelab.procs import clean_pool
@@ -43,12 +45,68 @@ BATCH = 8  # faces per model call
 DFM_FACE_TYPE = "whole_face"
 
 
+STEADY_TOLERANCE = 0.01  # placement change (share of the crop) at which a neighbour's weight is 1/e
+
+
 @dataclass
 class FramePlan:
     number: int
     path: Path
     faces: list[np.ndarray] = field(default_factory=list)  # 68x2 landmarks in frame pixels
     motion: np.ndarray | None = None  # face centre motion per frame (one-face frames)
+    # One-face frames: the same face's landmarks in the frames around, {offset: landmarks}, for as
+    # long as every frame in between has one face that did not jump (a cut ends the track).
+    track: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+def _track(ordered: list[FramePlan], radius: int = MAX_STEADY) -> None:
+    """Fill each one-face frame's `track` with its neighbours' landmarks."""
+    def face(i: int) -> np.ndarray | None:
+        return ordered[i].faces[0] if 0 <= i < len(ordered) and len(ordered[i].faces) == 1 else None
+
+    for i, plan in enumerate(ordered):
+        here = face(i)
+        if here is None:
+            continue
+        size = np.ptp(here, axis=0).max()
+        for step in (-1, 1):
+            last = here
+            for j in range(1, radius + 1):
+                lm = face(i + step * j)
+                if lm is None or ordered[i + step * j].number != plan.number + step * j or (
+                        np.linalg.norm(lm.mean(0) - last.mean(0)) > 0.5 * size):  # fmt: skip
+                    break
+                plan.track[step * j] = lm
+                last = lm
+
+
+def steady_transform(landmarks: np.ndarray, track: dict[int, np.ndarray], radius: int, res: int,
+                     face_type: str) -> np.ndarray:  # fmt: skip
+    """The frame -> crop transform of one face, averaged with its neighbours' over +-`radius` frames.
+    Each neighbour weighs by its distance in frames (a Gaussian of sigma radius/2) and by how far its
+    crop lies from this frame's (its corners' mean offset over the crop's size, against
+    STEADY_TOLERANCE): a face that holds still keeps a steady placement, one that moves follows
+    its own landmarks at once, and a rerun or a resumed merge gets the same transform."""
+    mat = face_transform(landmarks, res, face_type)
+    if radius <= 0 or not track:
+        return mat
+    corners = np.array([[0, 0, 1], [res, 0, 1], [res, res, 1], [0, res, 1]], np.float64)
+
+    def frame_corners(m: np.ndarray) -> np.ndarray:
+        return corners @ cv2.invertAffineTransform(m).T
+
+    here = frame_corners(mat)
+    size = np.linalg.norm(here[0] - here[2])
+    total, weight = mat.copy(), 1.0
+    for offset, lm in track.items():
+        if abs(offset) > radius:
+            continue
+        other = face_transform(lm, res, face_type)
+        moved = np.linalg.norm(frame_corners(other) - here, axis=1).mean() / size
+        w = math.exp(-0.5 * (2 * offset / radius) ** 2 - (moved / STEADY_TOLERANCE) ** 2)
+        total += w * other
+        weight += w
+    return total / weight
 
 
 class MergeModel:
@@ -209,6 +267,7 @@ def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
             a = prev if prev is not None else centres[i]
             b = nxt if nxt is not None else centres[i]
             plan.motion = (b - a) / (2 if prev is not None and nxt is not None else 1)
+    _track(ordered)
     return ordered
 
 
@@ -228,7 +287,10 @@ def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, sett
     c = res / 2
     scale = np.array([[1 / k, 0, c - c / k], [0, 1 / k, c - c / k], [0, 0, 1]])
     for lm in plan.faces:
-        mat = face_transform(lm, res, face_type)
+        if len(plan.faces) == 1:
+            mat = steady_transform(lm, plan.track, settings["stabilise"], res, face_type)
+        else:
+            mat = face_transform(lm, res, face_type)
         crop = cv2.warpAffine(frame, mat, (res, res), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
         pts = lm @ mat[:, :2].T + mat[:, 2]
         motion = None if plan.motion is None else tuple(mat[:, :2] @ plan.motion)

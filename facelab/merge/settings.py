@@ -5,6 +5,7 @@ from __future__ import annotations
 from facelab.color import MODES as COLOR_MODES
 from facelab.options import Option
 
+MAX_STEADY = 10  # the most frames either side --stabilise may average the face's placement over
 MODES = ("original", "overlay", "hist-match", "seamless", "seamless-hist-match", "raw-rgb", "raw-predict")
 # blend.face_mask builds each from named parts; the xseg ones need an XSeg model (--xseg-model).
 MASK_MODES = (
@@ -17,12 +18,19 @@ OPTIONS = [
     Option("mask_mode", str, "learned-prd*learned-dst", "which mask blends the face", choices=MASK_MODES),
     Option("erode", int, 0, "shrink (+) or grow (-) the mask, pixels at 4x model size", range=(-400, 400)),
     Option("blur", int, 48, "soften the mask edge, pixels at 4x model size", range=(0, 400)),
+    Option("feather", str, "centred", "where the softened edge fades: centred on the mask's edge, as "
+           "DeepFaceLab does, or inward, inside it (the frame outside the mask stays untouched, but the "
+           "face shows less of the src: measured, it costs identity)", choices=("centred", "inward")),
     Option("color_transfer", str, "rct", "recolour the face toward the frame", choices=COLOR_MODES),
     Option("masked_hist_match", bool, True, "hist-match modes: match inside the mask only"),
     Option("hist_match_threshold", int, 238, "hist-match: lower values darken highlights", range=(0, 255)),
+    Option("stabilise", int, 3, "steady the face's placement: average it over this many frames either "
+           "side while the face holds nearly still (0 = off)", range=(0, MAX_STEADY)),
     Option("face_scale", int, 0, "make the pasted face larger (+) or smaller (-), percent", range=(-50, 50)),
     Option("sharpen_mode", str, "none", "filter for --sharpen-amount", choices=("none", "box", "gaussian")),
     Option("sharpen_amount", int, 0, "sharpen (+) or blur (-) the face", range=(-100, 100)),
+    Option("restore_detail", int, 100, "sharpen a face softer than the dst's: percent of the sharpness "
+           "gap to close, never adding more contrast than the dst has (0 = off)", range=(0, 100)),
     Option("motion_blur", int, 0, "blur the face along its motion between frames", range=(0, 100)),
     Option("denoise", int, 0, "denoise the face (to match a clean video)", range=(0, 500)),
     Option("bicubic_degrade", int, 0, "down- and up-scale the face (to match a soft video)", range=(0, 100)),

@@ -6,17 +6,21 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from facelab import __version__, progress
 from facelab.device import pick_device, pick_precision
 from facelab.errors import FacelabError
+from facelab.faces.align import face_transform
+from facelab.faces.faceset import load_faceset
 from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.blocks import glorot_
 from facelab.models.folder import (
@@ -129,10 +133,35 @@ def _load_faces(run: TrainingRun) -> dict:
         return {s: shared for s in SIDES}  # the dst set is not used
     if run.recipe.loss == "xseg":
         return _labelled_faces(run, arch["resolution"], face_type, label)
-    return {
+    data = {
         s: load_samples(run.ws.aligned_dir(s), arch["resolution"], face_type, label).to(run.device)
         for s in SIDES
     }
+    if advice := resolution_advice(run.ws.aligned_dir("dst"), arch["resolution"], face_type):
+        progress.say(advice)
+    return data
+
+
+UPSCALE_WARNING = 2.0  # dst faces this many times the model's resolution get the advice below
+
+
+def resolution_advice(dst_faces: Path, res: int, face_type: str) -> str | None:
+    """A line when the dst faces are much larger in their frames than the model renders them (the
+    merge upscales the face that much, and no training makes an upscaled face sharp)."""
+    metas = [f.meta for f in load_faceset(dst_faces).faces]
+    if not metas:
+        return None
+    scales = [1 / math.sqrt(abs(np.linalg.det(face_transform(m.source_landmarks, res, face_type)[:, :2])))
+              for m in metas]  # fmt: skip
+    upscale = float(np.median(scales))
+    if upscale < UPSCALE_WARNING:
+        return None
+    side = round(res * upscale)
+    match = int(min(512, max(128, round(side / 32) * 32)))
+    return (f"the dst faces fill about {side} px of their frames, {upscale:.1f}x this model's {res} px: the "
+            f"merge upscales the face that much and it stays soft however long it trains. A SAEHD at a "
+            f"matching resolution keeps the detail (slower per iteration): "
+            f"facelab train --model saehd --name NAME --opt resolution={match}")
 
 
 def _labelled_faces(run: TrainingRun, res: int, face_type: str, label: str) -> dict:
