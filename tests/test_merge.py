@@ -73,6 +73,19 @@ def test_merge_every_frame_then_video(merge_ws: Path):
     assert result.frame_count == len(frames) and result.has_audio
 
 
+def test_frames_extracted_again_are_merged_again(merge_ws: Path, media: Path):
+    """The journal records the dst frame each merged frame came from: after the dst frames are
+    extracted again (here as JPEG instead of PNG), a rerun merges them again instead of keeping the
+    frames made from the old ones."""
+    merge = ["merge", "--model", "m", "--frames", "1-3", "-w", merge_ws]
+    assert "merged 3 frames" in run_cli(*merge).stdout
+    assert "merged 0 frames" in run_cli(*merge).stdout
+    proc = run_cli("extract-frames", "dst", "--input", media / "dst_1.mp4", "--format", "jpg", "--overwrite",
+                   "-w", merge_ws)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "merged 3 frames" in run_cli(*merge).stdout
+
+
 def test_merging_with_another_model_never_replaces_frames_silently(merge_ws: Path):
     """The merged frames may hold hours of per-frame tuning with one model: another model's merge
     must be refused without --overwrite, naming the model that made them."""

@@ -346,7 +346,7 @@ def _merge(ws, model, session, workers, only, overwrite, stamp: Stamp) -> MergeS
         if only and not only[0] <= plan.number <= only[1]:
             continue
         s = session.for_frame(plan.number)
-        h = settings_hash(s, model.id_for(s) + stamp.key())
+        h = settings_hash(s, model.id_for(s) + stamp.key(), plan.path)
         name = plan.path.stem
         if (
             done.get(name) == h

@@ -93,8 +93,12 @@ class MergeSession:
             self.override(first, last, changes)
 
 
-def settings_hash(s: dict, model_id: str) -> str:
-    blob = json.dumps({"s": s, "m": model_id}, sort_keys=True).encode()
+def settings_hash(s: dict, model_id: str, frame: Path | None = None) -> str:
+    """What a merged frame was made from: its settings, the model and the dst frame file (its name,
+    size and time: frames extracted again, e.g. as PNG instead of JPEG, are merged again)."""
+    st = frame.stat() if frame is not None else None
+    made_from = [frame.name, st.st_size, st.st_mtime_ns] if st is not None else None
+    blob = json.dumps({"s": s, "m": model_id, "f": made_from}, sort_keys=True).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
