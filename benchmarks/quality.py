@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,8 @@ def score(ws: Path, pair: int, variant: str) -> dict:
     # Every setting any variant changes is passed: a merge keeps the last one's in its session.
     settings = {k: DEFAULTS[k] for x in VARIANTS.values() for k in x["merge"]} | v["merge"]
     flags = [a for k, val in settings.items() for a in (f"--{k.replace('_', '-')}", val)]
+    for made in ("merged", "merged_mask"):  # each variant merges every frame itself
+        shutil.rmtree(ws / "data_dst" / made, ignore_errors=True)
     start = time.monotonic()
     facelab("merge", "--model", "run", "--overwrite", *flags, ws=ws)
     merge_s = time.monotonic() - start
