@@ -9,6 +9,7 @@ other global (a function to call) is refused before anything runs. Writing spell
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import pickletools
 from pathlib import Path
@@ -36,11 +37,70 @@ class PickleError(FacelabError, ValueError):
     """A pickle that is damaged, truncated or unsafe."""
 
 
-class _Restricted(pickle.Unpickler):
+NUMERIC_KINDS = "biufc"  # bool, signed and unsigned integers, floats, complex: what DFL stores
+
+
+def _numeric(dtype) -> np.dtype:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in NUMERIC_KINDS or dtype.fields or dtype.subdtype:
+        raise PickleError(f"holds a {dtype!r} value: only numeric arrays are allowed")
+    return dtype
+
+
+def _dtype(spec, *args):
+    """numpy.dtype, for the plain numeric type names DeepFaceLab's arrays have ('f4', 'u1', ...)."""
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise PickleError(f"holds a dtype made from {str(spec)[:40]!r}: only numeric arrays are allowed")
+    try:
+        return _numeric(np.dtype(spec))
+    except TypeError as exc:
+        raise PickleError(f"holds an unknown dtype {spec!r}") from exc
+
+
+def _scalar(dtype, data=None):
+    """numpy's scalar(): a numeric value from its bytes."""
+    dtype = _numeric(dtype)
+    if not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise PickleError(f"holds a damaged {dtype} scalar")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _check_build(inst, state) -> None:
+    """What BUILD may set: a plain numeric dtype's own state, or an array's shape, dtype and exactly
+    its bytes. numpy's __setstate__ trusts both (a dtype's flags may claim it holds objects, which
+    left numpy internal errors behind in the fuzz runs)."""
+    if isinstance(inst, np.dtype):
+        plain = isinstance(state, tuple) and len(state) == 8 and state[0] == 3
+        if not plain or state[1] not in ("<", ">", "|", "=") or state[2:] != (None, None, None, -1, -1, 0):
+            raise PickleError("holds a damaged dtype")
+        return
+    if isinstance(inst, np.ndarray):
+        ok = isinstance(state, tuple) and len(state) == 5 and state[0] == 1
+        shape = state[1] if ok else None
+        ok = ok and isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
+        ok = ok and isinstance(state[2], np.dtype) and type(state[3]) is bool and type(state[4]) is bytes
+        if not ok:
+            raise PickleError("holds a damaged array")
+        dtype = _numeric(state[2])
+        if len(state[4]) != math.prod(shape) * dtype.itemsize:
+            raise PickleError(f"holds an array of shape {shape} with {len(state[4])} bytes of data")
+        return
+    raise PickleError(f"sets the state of a {type(inst).__name__}: only numpy arrays are allowed")
+
+
+class _Restricted(pickle._Unpickler):  # the Python unpickler: its BUILD can be checked
+    dispatch = dict(pickle._Unpickler.dispatch)
+    _GUARDED = {"dtype": _dtype, "scalar": _scalar}
+
     def find_class(self, module: str, name: str):
-        if (module, name) in SAFE_GLOBALS:
-            return super().find_class(module, name)
-        raise PickleError(f"refused to load {module}.{name} from a pickle: only numpy arrays are allowed")
+        if (module, name) not in SAFE_GLOBALS:
+            raise PickleError(f"refused to load {module}.{name} from a pickle: only numpy arrays are allowed")
+        return self._GUARDED.get(name) or super().find_class(module, name)
+
+    def load_build(self):
+        _check_build(self.stack[-2], self.stack[-1])
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def _check_plain(obj, depth: int = 0) -> None:
