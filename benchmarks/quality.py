@@ -37,6 +37,7 @@ VARIANTS = {
     "+png": {"frames": "png", "colour": "bt709", "merge": TODAY},
     "+colour": {"frames": "png", "colour": "dst", "merge": TODAY},
     "+steady": {"frames": "png", "colour": "dst", "merge": TODAY | {"stabilise": 3}},
+    "+detail50": {"frames": "png", "colour": "dst", "merge": TODAY | {"stabilise": 3, "restore_detail": 50}},
     "+detail": {"frames": "png", "colour": "dst", "merge": TODAY | {"stabilise": 3, "restore_detail": 100}},
     "inward": {"frames": "png", "colour": "dst", "merge": {"feather": "inward"}},
     "new": {"frames": "png", "colour": "dst", "merge": {}},

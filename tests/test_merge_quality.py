@@ -1,9 +1,8 @@
 """The merge's quality steps (issue 19) on real frames: the inward feather, the steady placement,
-the bounded detail restoration and rct's colour bound."""
+the bounded detail restoration and rct's colour bound; and training's advice on the model's size."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import cv2
@@ -128,17 +127,6 @@ def test_rct_adds_no_colour_that_neither_face_has(plans):
     hi = np.maximum(*(np.percentile(x, 99.5, 0) for x in lab))
     out = cv2.cvtColor(rct(face, dst), cv2.COLOR_BGR2LAB).reshape(-1, 3)
     assert (out[:, 1:] >= lo[1:] - 0.5).all() and (out[:, 1:] <= hi[1:] + 0.5).all()  # 0.5: Lab round trip
-
-
-def test_the_new_settings_run_through_the_cli(trained_ws: Path, tmp_path: Path):
-    from tests.conftest import run_cli
-
-    ws = tmp_path / "ws"
-    shutil.copytree(trained_ws, ws)
-    flags = ["--feather", "centred", "--stabilise", "0", "--restore-detail", "50"]
-    proc = run_cli("merge", "--model", "m", "-w", ws, "-q", "--frames", "1-3", *flags)
-    assert proc.returncode == 0, proc.stderr
-    assert run_cli("merge", "--model", "m", "-w", ws, "--stabilise", "11").returncode == 2
 
 
 def test_training_says_when_the_dst_faces_are_far_larger_than_the_model(trained_ws: Path):
