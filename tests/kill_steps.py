@@ -217,6 +217,8 @@ def kill_rounds(step_name: str, work: Path, runs: int, seed: int = 0) -> dict:
             stats["failures"].append(f"round {stats['rounds']}: " + "; ".join(problems))
         else:
             stats["matched"] += 1
+        done = f"{stats['kills']} kills, {stats['matched']} of {stats['rounds']} rounds"
+        print(f"{step.name}: {done} equal the uninterrupted run", file=sys.stderr, flush=True)
     return stats
 
 
