@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
 
 _DISK = {
     errno.EROFS: "the file system is read-only: make the workspace writable (or choose another)",
+    errno.EIO: "the disk reported an input/output error (failing, removed, or turned read-only): check it, "
+    "then run the same command again",
     errno.EACCES: "permission denied: make the workspace writable for this user",
     errno.ENOSPC: "the disk is full: free some space, then run the same command again to continue",
     errno.EDQUOT: "the disk quota is used up: free some space, then run the same command again",
