@@ -123,6 +123,21 @@ def _spellings(opt: Option) -> tuple[str, ...]:
     return opt.flags or (opt.flag,)
 
 
+MAX_NESTING = 32  # a settings file is one mapping of plain values
+
+
+def _nesting(text: str) -> int:
+    """The deepest nesting of flow brackets in `text`."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
 def load_config(path: Path, options: list[Option]) -> dict:
     """Settings from a YAML or JSON file, checked against `options`; errors name the file."""
     try:
@@ -131,6 +146,8 @@ def load_config(path: Path, options: list[Option]) -> dict:
         raise UsageError(f"{path}: cannot read the config file ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a text file (a config file is UTF-8 YAML or JSON)") from None
+    if _nesting(text) > MAX_NESTING:  # YAML's parser takes seconds to reach its recursion limit
+        raise UsageError(f"{path}: nested over {MAX_NESTING} levels deep: not a settings file")
     try:
         if Path(path).suffix.lower() == ".json":
             data = parse_json(text)
