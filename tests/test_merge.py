@@ -306,7 +306,7 @@ def test_frames_without_faces_are_copied_and_counted(merge_ws: Path):
 
 def test_missing_source_frame_and_wrong_face_type(merge_ws: Path):
     (merge_ws / "data_dst" / "00007.png").unlink()
-    assert_clean_error(run_cli("merge", "-w", merge_ws), 1, "00007_0.jpg comes from frame 00007.jpg",
+    assert_clean_error(run_cli("merge", "-w", merge_ws), 1, "00007_0.jpg comes from frame 00007.png",
                        "extract-frames dst")  # fmt: skip
     shutil.copy(merge_ws / "data_dst" / "00008.png", merge_ws / "data_dst" / "00007.png")
     fs = load_faceset(merge_ws / "data_dst" / "aligned")

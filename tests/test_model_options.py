@@ -403,6 +403,6 @@ def test_a_small_saehd_merges_through_the_merger(faces_ws: Path, tmp_path: Path)
     )
     proc = run_cli("merge", "--model", "sm", "--frames", "1-5", "-w", ws, "-q")
     assert proc.returncode == 0 and "merged 5 frames (5 faces" in proc.stdout, proc.stderr
-    orig = cv2.imread(str(ws / "data_dst" / "00003.jpg"))
+    orig = cv2.imread(str(ws / "data_dst" / "00003.png"))
     merged = cv2.imread(str(ws / "data_dst" / "merged" / "00003.png"))
     assert merged.shape == orig.shape and not np.array_equal(merged, orig)
