@@ -168,12 +168,6 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
         out = make_video(ws, VideoOptions(overwrite=True))
         return f"{out} and {out.stem}_mask{out.suffix}"
 
-    r.step("1 extract src frames", frames("src"))
-    r.step("2 extract dst frames", frames("dst"))
-    r.step("3 extract src faces", faces("src"))
-    r.step("4 extract dst faces", faces("dst"))
-    r.step("5 train", training)
-    r.step("6 merge", merging)
     def quality() -> str:
         from facelab.eval.report import summary_lines
         from facelab.eval.workspace import EvalOptions, run_eval
@@ -181,6 +175,12 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
         evs, page = run_eval(ws, EvalOptions(dst=opts.dst, dst_faceset=True))
         return "\n".join([str(page), *(f"      {line}" for line in summary_lines(evs[0]))])
 
+    r.step("1 extract src frames", frames("src"))
+    r.step("2 extract dst frames", frames("dst"))
+    r.step("3 extract src faces", faces("src"))
+    r.step("4 extract dst faces", faces("dst"))
+    r.step("5 train", training)
+    r.step("6 merge", merging)
     r.step("7 make video", video)
     r.step("8 quality report", quality)
     return r.results
