@@ -8,7 +8,9 @@ input named `morph_value` as AMP; so does this loader. The outputs are found by 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +64,10 @@ class DFMModel:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=providers(device))
+            # A file it cannot read makes onnxruntime print an "EP Error" banner (and retry) on
+            # stdout before it raises: the one-line error below says it instead.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.session = ort.InferenceSession(str(self.path), opts, providers=providers(device))
         except Exception as exc:  # onnxruntime raises its own types for unreadable files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DFMError(f"{self.path} is not a model onnxruntime can load ({first[:200]})") from None
