@@ -54,7 +54,7 @@ def face_mask(face: FaceInput, mode: str) -> np.ndarray:
     return mask
 
 
-def shape_mask(mask: np.ndarray, erode: int, blur: int, inward: bool = True) -> tuple[np.ndarray, float]:
+def shape_mask(mask: np.ndarray, erode: int, blur: int, inward: bool = False) -> tuple[np.ndarray, float]:
     """Erode/dilate then blur at the working size; returns (mask, working size / crop size).
     `inward`: the blurred edge fades out inside the mask, so that no pixel takes more of the face
     than the sharp mask gave it (the pixels outside it stay the frame's own); otherwise the edge
