@@ -26,8 +26,8 @@ VIDEO_FORMATS: dict[str, tuple[str, bool]] = {
 DEFAULT_BITRATE = 16  # Mbit/s, the reference tool's default
 PRESET = "veryfast"
 AUDIO_BITRATE = "192k"
-# swscale's matrix for each colour space a stream may declare; one that declares none is decoded
-# as BT.601 (ffmpeg, browsers at this size), so it is encoded so too.
+# swscale's matrix for each colour space a stream may declare; ffmpeg decodes a stream that
+# declares none as BT.601, so such a dst's result is encoded (and declared) BT.601.
 _MATRIX = {"bt709": "bt709", "smpte240m": "smpte240m", "bt2020nc": "bt2020", "bt2020c": "bt2020"}
 
 
