@@ -120,6 +120,15 @@ def frame_number(name: str | Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The images in `folder`, sorted by name; hidden files (a killed writer's `.name.xyz.tmp.jpg`,
+    the system's own) are not images of the set."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+                  and p.is_file())  # fmt: skip
+
+
 def numbered_images(folder: Path) -> list[tuple[int, Path]]:
     """Images named by frame number (00001.jpg ...), sorted by number."""
     frames = []

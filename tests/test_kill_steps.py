@@ -29,12 +29,14 @@ def test_a_step_killed_five_times_finishes_as_if_never_killed(work: Path, step: 
 
 
 @pytest.mark.parametrize("step", [["extract-faces", "dst"], ["sort", "dst", "--by", "blur"],
-                                  ["xseg", "apply", "dst", "--model", "xseg"]])  # fmt: skip
+                                  ["xseg", "apply", "dst", "--model", "xseg"],
+                                  ["faceset", "convert-dfl", "dst"]])  # fmt: skip
 def test_a_faceset_step_clears_what_a_killed_one_was_writing(step_inputs: Path, tmp_path: Path, step: list):
     """A kill in the middle of a face's or a debug image's atomic write leaves its temp file (found
     by the kill test of `xseg apply`); the next step that holds the faceset removes them."""
     import shutil
 
+    from facelab.faces.faceset import load_faceset
     from tests.conftest import run_cli
 
     ws = tmp_path / "ws"
@@ -44,6 +46,12 @@ def test_a_faceset_step_clears_what_a_killed_one_was_writing(step_inputs: Path, 
         left.append(ws / "data_dst" / "aligned_debug" / ".00015.wkhu8ic.tmp.jpg")
     for p in left:
         p.write_bytes(b"half a JPEG")
+    aligned = ws / "data_dst" / "aligned"
+    whole = aligned / ".00008_0.wh0le.tmp.jpg"  # killed between the write and the rename
+    shutil.copy(sorted(aligned.glob("*.jpg"))[0], whole)
+    faceset = load_faceset(aligned)  # a temp file is not a face of the set, whole or not
+    assert whole not in [f.path for f in faceset.faces] and not faceset.broken
+    left.append(whole)
     proc = run_cli(*step, "-w", ws)
     assert proc.returncode == 0, proc.stderr
     assert not any(p.exists() for p in left)

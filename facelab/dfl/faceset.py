@@ -15,7 +15,7 @@ from facelab import progress
 from facelab.faces import meta
 from facelab.faces.faceset import editing
 from facelab.fsutil import write_bytes_atomic
-from facelab.workspace import IMAGE_EXTS
+from facelab.workspace import image_files
 
 BACKUP_SUFFIX = "_dfl_backup"
 
@@ -47,28 +47,29 @@ def _keep_original(backup: Path, name: str, data: bytes) -> None:
 
 def convert_faceset(folder: Path, backup: bool = True) -> Converted:
     result = Converted(backup=backup_dir(folder) if backup else None)
-    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-    with editing(folder, "faceset convert-dfl"), progress.bar(len(files), "convert-dfl", "face") as bar:
-        for path in files:
-            bar.update(1)
-            data = path.read_bytes()
-            who = meta.written_by(data)
-            if who != "deepfacelab":
-                if who == "facelab":
-                    result.already += 1
-                else:
-                    result.no_metadata.append(path.name)
-                continue
-            try:
-                face = meta.parse(data)
-            except meta.MetadataError as exc:
-                result.damaged.append((path.name, str(exc)))
-                continue
-            if result.backup is not None:
-                result.backup.mkdir(exist_ok=True)
-                _keep_original(result.backup, path.name, data)
-            write_bytes_atomic(path, meta.embed(data, face))
-            result.converted += 1
-            result.labelled += bool(face.polygons)
-            result.masked += face.xseg_mask is not None
+    with editing(folder, "faceset convert-dfl"):  # listed once held: a killed run's temp files are gone
+        files = image_files(Path(folder))
+        with progress.bar(len(files), "convert-dfl", "face") as bar:
+            for path in files:
+                bar.update(1)
+                data = path.read_bytes()
+                who = meta.written_by(data)
+                if who != "deepfacelab":
+                    if who == "facelab":
+                        result.already += 1
+                    else:
+                        result.no_metadata.append(path.name)
+                    continue
+                try:
+                    face = meta.parse(data)
+                except meta.MetadataError as exc:
+                    result.damaged.append((path.name, str(exc)))
+                    continue
+                if result.backup is not None:
+                    result.backup.mkdir(exist_ok=True)
+                    _keep_original(result.backup, path.name, data)
+                write_bytes_atomic(path, meta.embed(data, face))
+                result.converted += 1
+                result.labelled += bool(face.polygons)
+                result.masked += face.xseg_mask is not None
     return result

@@ -47,7 +47,7 @@ from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, is_file_name, parse_json, remove_temps_in, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
 from facelab.options import Option
-from facelab.workspace import IMAGE_EXTS
+from facelab.workspace import IMAGE_EXTS, image_files
 
 JOURNAL = ".extract.jsonl"
 SEGMENT = 96  # frames processed as one unit (see the module docstring)
@@ -347,7 +347,7 @@ def _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite) -> ExtractSumm
         remove_temps_in(debug_dir)
 
     settings, done = read_journal(aligned_dir)
-    existing = [p for p in aligned_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS]
+    existing = image_files(aligned_dir)
     if overwrite:
         summary.replaced = len(existing)
         for p in existing + _debug_images(debug_dir):

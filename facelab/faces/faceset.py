@@ -20,7 +20,7 @@ from facelab.errors import FacelabError
 from facelab.faces import meta
 from facelab.fsutil import fsync_dir, parse_json, remove_temps_in, write_json_atomic
 from facelab.media.images import read_image
-from facelab.workspace import IMAGE_EXTS
+from facelab.workspace import image_files
 
 NAMES_FILE = ".names.json"
 
@@ -61,9 +61,7 @@ def load_faceset(folder: Path) -> Faceset:
     if not folder.is_dir():
         raise FacelabError(f"{folder} does not exist: run `facelab extract-faces` first")
     faces, broken = [], []
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTS:
-            continue
+    for p in image_files(folder):
         try:
             faces.append(AlignedFace(p, meta.read(p)))
         except meta.MetadataError as exc:

@@ -35,13 +35,13 @@ from facelab.faces.sort import METHODS as SORT_METHODS
 from facelab.models.folder import STATE
 from facelab.train.recipes import RECIPES
 from facelab.ui import openapi
-from facelab.ui.common import EXTRACT_FORM, EXTRACT_OPTIONS, ApiError, Context, images, option_json
+from facelab.ui.common import EXTRACT_FORM, EXTRACT_OPTIONS, ApiError, Context, option_json
 from facelab.ui.faceset import FacesetPage
 from facelab.ui.live import LivePage
 from facelab.ui.merging import MergePage
 from facelab.ui.training import TrainingPage
 from facelab.ui.xseg import XSegPage
-from facelab.workspace import SIDES
+from facelab.workspace import SIDES, image_files
 
 STATIC = Path(__file__).with_name("static")
 TOKEN_COOKIE = "facelab_token"
@@ -57,7 +57,7 @@ class Overview:
     async def status(self, request: Request) -> JSONResponse:
         counts = {}
         for s in SIDES:
-            counts[s] = len(images(self.ctx.ws.aligned_dir(s)))
+            counts[s] = len(image_files(self.ctx.ws.aligned_dir(s)))
         return JSONResponse({"workspace": str(self.ctx.ws.root), "faces": counts, "models": self._models(),
                              "jobs": self.ctx.jobs.describe(), "sort_methods": list(SORT_METHODS),
                              "extract_options": [option_json(EXTRACT_OPTIONS[n]) for n in EXTRACT_FORM],

@@ -21,7 +21,7 @@ from facelab.train import keys
 from facelab.train.catalog import check_name
 from facelab.train.trainer import OPTIONS as TRAIN_FLAGS
 from facelab.ui.jobs import Jobs
-from facelab.workspace import IMAGE_EXTS, SIDES, Workspace
+from facelab.workspace import IMAGE_EXTS, SIDES, Workspace, image_files
 
 TRAIN_OPTIONS = {o.name: o for o in TRAIN_FLAGS}
 EXTRACT_FORM = ("face_type", "size", "detector")  # the extraction settings the faceset page offers
@@ -83,10 +83,6 @@ def option_json(o, value=None, locked: bool = False) -> dict:
     return {"name": o.name, "type": o.type.__name__, "default": o.default, "value": o.default if value is None
             else value, "range": o.range, "choices": o.choices, "help": o.help, "changeable": o.changeable,
             "allowed": o.allowed(), "locked": locked}  # fmt: skip
-
-
-def images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else []
 
 
 def jpeg(img: np.ndarray, quality: int = 90) -> Response:
@@ -152,4 +148,4 @@ class Context:
 
 
     def merged_count(self) -> int:
-        return len(images(self.ws.merged_dir))
+        return len(image_files(self.ws.merged_dir))

@@ -14,8 +14,8 @@ from facelab.faces.align import face_type_name
 from facelab.faces.extract import earlier_options
 from facelab.faces.faceset import editing, trash_files
 from facelab.media.images import DamagedImage, read_image
-from facelab.ui.common import ApiError, Body, Context, images, jpeg
-from facelab.workspace import SIDES
+from facelab.ui.common import ApiError, Body, Context, jpeg
+from facelab.workspace import SIDES, image_files
 
 
 class FacesetPage:
@@ -28,7 +28,7 @@ class FacesetPage:
     async def faces(self, request: Request) -> JSONResponse:
         side = self.ctx.side(request.path_params["side"])
         folder = self.ctx.ws.aligned_dir(side)
-        names = [p.name for p in images(folder)]
+        names = [p.name for p in image_files(folder)]
         trash = folder.with_name(folder.name + "_trash")
         return JSONResponse({"side": side, "faces": names, "undo": len(self.undo[side]),
                              "extraction": self._extraction(side),
@@ -103,7 +103,7 @@ class FacesetPage:
         overwrite = body.get("overwrite")
         self._faceset_idle(side)
         frames = self.ctx.ws.frames_dir(side)
-        if not images(frames):
+        if not image_files(frames):
             raise ApiError(f"{frames} has no frames: run `facelab extract-frames {side}`")
         args = [side, "--debug-images" if side == "dst" else "--no-debug-images", "--yes"]
         if overwrite or not self._extraction(side):  # else: the CLI takes the earlier settings
