@@ -93,5 +93,5 @@ def cmd_make_video(args: argparse.Namespace) -> int:
     make_video(ws, VideoOptions(fmt=fmt, bitrate=bitrate, from_dir=args.from_dir, mask_from=args.mask_from,
                                 fps=args.fps, audio=args.audio, no_audio=args.no_audio, output=args.output,
                                 overwrite=args.overwrite, mark=args.mark is not False,
-                                colour=args.colour or "dst"))  # fmt: skip
+                                colour=args.colour or VIDEO_BY_NAME["colour"].default))  # fmt: skip
     return 0

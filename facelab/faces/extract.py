@@ -343,8 +343,7 @@ def _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite) -> ExtractSumm
     aligned_dir.mkdir(parents=True, exist_ok=True)
     if debug_dir is not None:
         debug_dir.mkdir(parents=True, exist_ok=True)
-    if debug_dir is not None:  # a killed run's half-written debug images (editing() cleared aligned/)
-        remove_temps_in(debug_dir)
+        remove_temps_in(debug_dir)  # a killed run's half-written debug images (editing() cleared aligned/)
 
     settings, done = read_journal(aligned_dir)
     existing = image_files(aligned_dir)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 from dataclasses import replace
@@ -19,8 +20,8 @@ import torch
 from facelab import __version__, progress
 from facelab.device import pick_device, pick_precision
 from facelab.errors import FacelabError
+from facelab.faces import meta
 from facelab.faces.align import face_transform
-from facelab.faces.faceset import load_faceset
 from facelab.models.amp import FROZEN_PREFIXES
 from facelab.models.blocks import glorot_
 from facelab.models.folder import (
@@ -41,7 +42,7 @@ from facelab.train.extras import ExtraLosses
 from facelab.train.history import LossHistory
 from facelab.train.optim import OPTIMIZERS
 from facelab.train.recipes import Recipe, with_options
-from facelab.workspace import SIDES
+from facelab.workspace import SIDES, image_files
 
 if TYPE_CHECKING:
     from facelab.train.trainer import TrainingRun
@@ -143,12 +144,17 @@ def _load_faces(run: TrainingRun) -> dict:
 
 
 UPSCALE_WARNING = 2.0  # dst faces this many times the model's resolution get the advice below
+ADVICE_SAMPLE = 50  # faces whose size is read for it, evenly spaced (load_samples read them all already)
 
 
 def resolution_advice(dst_faces: Path, res: int, face_type: str) -> str | None:
     """A line when the dst faces are much larger in their frames than the model renders them (the
     merge upscales the face that much, and no training makes an upscaled face sharp)."""
-    metas = [f.meta for f in load_faceset(dst_faces).faces]
+    files = image_files(dst_faces)
+    metas = []
+    for p in files[:: max(1, len(files) // ADVICE_SAMPLE)]:
+        with contextlib.suppress(meta.MetadataError):
+            metas.append(meta.read(p))
     if not metas:
         return None
     scales = [1 / math.sqrt(abs(np.linalg.det(face_transform(m.source_landmarks, res, face_type)[:, :2])))
