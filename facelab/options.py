@@ -32,6 +32,7 @@ class Option:
     flags: tuple[str, ...] = ()  # command-line spellings, when not --<name> (e.g. ("--format",))
     normalize: Callable[[str], str] | None = None  # other spellings of a choice -> the choice
     switch: bool = False  # a bool flag as --x/--no-x rather than --x y|n
+    prompt: bool = True  # model options: False = not asked on a terminal (--opt and config files set it)
 
     @property
     def flag(self) -> str:

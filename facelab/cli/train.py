@@ -204,8 +204,8 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 def _list_options(model: str) -> int:
     specs = model_options.specs(model)
-    if not specs:
-        say(f"{model} has no options: its settings are fixed (--batch may change)")
+    if not any(o.prompt for o in specs.values()):
+        say(f"{model}'s settings are the reference's and fixed (--batch may change), but for these:")
     for o in specs.values():
         when = "changeable" if o.changeable else "fixed at creation"
         say(f"{o.name:<18} {o.allowed():<24} default {o.default!s:<8} {when}: {o.help}")

@@ -46,8 +46,10 @@ COMMAND = "command"  # a key (s, b, p, enter) for the trainer, left by `facelab 
 SESSION = "merge_session.json"  # the merge settings chosen with this model
 HISTORY = "history"  # preview images every 10 iterations (write_preview_history)
 # Weights saved beside the network's under these prefixes belong to training's discriminators
-# (GAN, true face): a network loaded for merge or export leaves them out.
-AUX_PREFIXES = (GAN, CODE)
+# (GAN, true face) or are the moving average of its weights (the ema option, train/ema.py): a
+# network loaded for training leaves them all out; one loaded for merge or export takes the average.
+EMA = "ema."
+AUX_PREFIXES = (GAN, CODE, EMA)
 STAGING, COMMIT, LOCK = ".saving", ".commit", ".lock"
 BACKUPS, MAX_BACKUPS = "_autobackups", 24
 REPLACED = "replaced"  # _autobackups/replaced-<time>-<iteration>: what a restore replaced
@@ -402,12 +404,20 @@ def load_weights(model: nn.Module, folder: ModelFolder, weights: dict[str, torch
         raise CheckpointError(f"{folder.file(WEIGHTS)} does not match its config.json ({detail})") from None
 
 
+def averaged_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's weights with their moving average in place of each averaged tensor (the same
+    as network_weights for a model trained without the ema option)."""
+    average = {k[len(EMA) :]: v for k, v in weights.items() if k.startswith(EMA)}
+    return {k: average.get(k, v) for k, v in network_weights(weights).items()}
+
+
 def load_network(folder: ModelFolder, device: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
-    """The saved network with its weights (in eval mode, without discriminators) and the checkpoint
-    it came from (weights only: `checkpoint.optimizer` is empty). Merge, the UI and export use this."""
+    """The saved network with its weights (in eval mode, without discriminators; the moving average
+    where the model keeps one) and the checkpoint it came from (weights only: `checkpoint.optimizer`
+    is empty). Merge, the UI, xseg apply and export use this."""
     ckpt = folder.load(optimizer=False)
     model = build_network(ckpt.config)
-    load_weights(model, folder, ckpt.weights)
+    load_weights(model, folder, averaged_weights(ckpt.weights))
     return model.to(device).eval(), ckpt
 
 

@@ -47,10 +47,21 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).pow(2).mean(dim=(1, 2, 3))
 
 
+def gradient_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean absolute difference of the horizontal and vertical pixel differences: DSSIM
+    and MSE barely notice a blurred edge (a small error spread over few pixels); this term does."""
+    a, b = a.float(), b.float()
+    dx = (a[..., :, 1:] - a[..., :, :-1]) - (b[..., :, 1:] - b[..., :, :-1])
+    dy = (a[..., 1:, :] - a[..., :-1, :]) - (b[..., 1:, :] - b[..., :-1, :])
+    return dx.abs().mean(dim=(1, 2, 3)) + dy.abs().mean(dim=(1, 2, 3))
+
+
 def masked_face_loss(
-    pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor
-) -> torch.Tensor:
-    """Per-sample 10*DSSIM + 10*MSE on the mask-weighted face, plus 10*MSE of the mask.
+    pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor,
+    detail: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
+    """Per-sample 10*DSSIM + 10*MSE on the mask-weighted face, plus 10*MSE of the mask, plus
+    `detail`*10*gradient_loss of the face (facelab's option; 0 in the reference).
 
     The target mask is blurred (radius res/32) so the face edge is learnt softly; the reference
     trains Quick96 (and SAEHD below 256 px) with this loss.
@@ -59,6 +70,8 @@ def masked_face_loss(
     blurred = gaussian_blur(target_mask[:, :1], max(1, res // 32))
     t, p = target.float() * blurred, pred.float() * blurred
     loss = 10 * dssim(t, p, filter_size=int(res / 11.6)) + 10 * mse(t, p)
+    if detail:
+        loss = loss + detail * 10 * gradient_loss(t, p)
     return loss + 10 * mse(blurred, pred_mask)
 
 
@@ -71,9 +84,11 @@ def soft_face_mask(masks: torch.Tensor) -> torch.Tensor:
 def saehd_face_loss(
     pred: torch.Tensor, pred_mask: torch.Tensor, target: torch.Tensor, masks: torch.Tensor,
     masked: bool, eyes_mouth_prio: bool, blur_out_mask: bool = False, two_windows: bool = False,
+    detail: float = 0.0,
 ) -> torch.Tensor:  # fmt: skip
     """Per-sample SAEHD loss: DSSIM (one window below 256 px, two from 256 up) + 10*MSE on the face
-    (mask-weighted when `masked`), 300*MAE on eyes and mouth when prioritised, 10*MSE of the mask.
+    (mask-weighted when `masked`), `detail`*10*gradient_loss, 300*MAE on eyes and mouth when
+    prioritised, 10*MSE of the mask.
 
     `masks` holds the face hull (channel 0) and the eyes/mouth region (channel 1). The face is
     weighted by soft_face_mask.
@@ -94,6 +109,8 @@ def saehd_face_loss(
     else:
         loss = 5 * dssim(t, p, filter_size=int(res / 11.6)) + 5 * dssim(t, p, filter_size=int(res / 23.2))
     loss = loss + 10 * mse(t, p)
+    if detail:
+        loss = loss + detail * 10 * gradient_loss(t, p)
     if eyes_mouth_prio:
         em = gaussian_blur(masks[:, 1:].float(), max(1, res // 32)) * (face_mask > 0.5)
         em = em / em.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import select
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from facelab import prompts
@@ -21,6 +22,18 @@ from facelab.models.archi import parse_archi
 from facelab.models.folder import BACKUPS
 from facelab.options import Option
 from facelab.train.color import CT_MODES
+
+# facelab's own training options, beside the reference tool's (issue 19 measured them: see the README's
+# "Sharper, steadier swaps"). They change how the network learns, not its architecture.
+EXTRAS = [
+    Option("ema", float, 0.0, "keep an exponential moving average of the weights with this decay per "
+           "iteration (e.g. 0.999) and use it for the preview, merge and export (0 = off)",
+           range=(0.0, 0.9999)),
+    Option("detail_loss", float, 0.0, "weight of an edge (image-gradient) loss beside DSSIM+MSE, for finer "
+           "detail (0 = off; 1 = about a tenth of the DSSIM term)", range=(0.0, 10.0)),
+    Option("lr_schedule", bool, False, "warm the learning rate up over the first 100 iterations and let it "
+           "fall (cosine, to a tenth) over the last 40 % of the iteration or time budget"),
+]  # fmt: skip
 
 SAEHD = [
     arch.RESOLUTION,
@@ -52,6 +65,7 @@ SAEHD = [
     Option("face_style_power", float, 0.0, "pull the swapped face's colours toward dst", range=(0.0, 100.0)),
     Option("bg_style_power", float, 0.0, "pull the area around the swap toward dst", range=(0.0, 100.0)),
     Option("pretrain", bool, False, "train on --pretrain-faces (both sides); off again restarts at 0"),
+    *EXTRAS,
 ]  # fmt: skip
 
 
@@ -67,7 +81,7 @@ AMP = [
 ] + [SHARED[n] for n in ("batch_size", "target_iter", "autobackup_hour", "write_preview_history",
                           "random_src_flip", "random_dst_flip", "uniform_yaw", "blur_out_mask", "lr_dropout",
                           "random_warp", "gan_power", "gan_patch_size", "gan_dims", "ct_mode",
-                          "clipgrad")]  # fmt: skip
+                          "clipgrad")] + EXTRAS  # fmt: skip
 
 XSEG = [
     arch.XSEG[0],
@@ -79,7 +93,9 @@ XSEG = [
     Option("lr_dropout", bool, True, "keep each weight's update with probability 0.3 (the reference's)"),
 ] + [SHARED[n] for n in ("target_iter", "autobackup_hour", "write_preview_history")]  # fmt: skip
 
-OPTIONS: dict[str, list[Option]] = {"quick96": [], "saehd": SAEHD, "amp": AMP, "xseg": XSEG}
+# Quick96 keeps the reference's fixed recipe and asks nothing; facelab's extras can be set with --opt.
+QUICK96 = [replace(o, prompt=False) for o in EXTRAS]
+OPTIONS: dict[str, list[Option]] = {"quick96": QUICK96, "saehd": SAEHD, "amp": AMP, "xseg": XSEG}
 
 
 def specs(model: str) -> dict[str, Option]:
@@ -96,7 +112,9 @@ def parse_pairs(model: str, pairs: list[str]) -> dict:
         if not sep:
             raise UsageError(f"--opt {pair!r}: use key=value, e.g. --opt batch_size=8")
         if key not in known:
-            names = ", ".join(known) if known else "none: its settings are fixed (use --batch)"
+            names = ", ".join(known) if known else "none"
+            if not any(o.prompt for o in known.values()):  # Quick96: the reference's recipe, plus the extras
+                names += "; the rest of its settings are fixed (use --batch)"
             raise UsageError(f"--opt {key}: {model} has no option {key!r} (its options: {names})")
         try:
             out[key] = known[key].parse(value.strip())
@@ -140,7 +158,10 @@ def for_new_model(model: str, class_name: str, model_root: Path, given: dict) ->
     options = {}
     for name, opt in known.items():
         default = saved.get(name, opt.default)
-        options[name] = given[name] if name in given else _ask(opt, default)
+        if name in given:
+            options[name] = given[name]
+        else:  # an option not asked takes its own default, not the one last used
+            options[name] = _ask(opt, default) if opt.prompt else opt.default
     check_arch(model, options)
     if known:
         Path(model_root).mkdir(parents=True, exist_ok=True)
@@ -183,9 +204,9 @@ def for_resumed_model(model: str, saved: dict, given: dict, override: bool) -> d
     options = saved_options(model, saved)
     refuse_fixed(model, options, given)
     options |= given
-    if known and (override or override_window()):
+    if any(o.prompt for o in known.values()) and (override or override_window()):
         for name, opt in known.items():
-            if opt.changeable and name not in given:
+            if opt.changeable and opt.prompt and name not in given:
                 options[name] = _ask(opt, options[name])
     check_arch(model, options)
     return options

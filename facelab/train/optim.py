@@ -12,6 +12,8 @@ of a multiply.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -45,6 +47,24 @@ class LRDropout:
         if into is not None:
             flat = into.copy_(flat)
         return [m.view(s) for m, s in zip(torch.split(flat, self.sizes), self.shapes, strict=True)]
+
+
+WARMUP_ITERS = 100  # lr_schedule: iterations of the linear warm-up
+DECAY_FROM = 0.6  # lr_schedule: the share of the budget after which the rate falls
+DECAY_TO = 0.1  # lr_schedule: the rate at the end of the budget, as a share of the peak
+
+
+def schedule_factor(iteration: int, elapsed_s: float, target_iter: int, budget_s: float) -> float:
+    """The lr_schedule option's multiplier: a linear warm-up to the recipe's rate, then (when the run
+    has an iteration or time budget) a cosine fall to DECAY_TO over the budget's last 40 %. The
+    budget's share is the larger of iterations done and time spent; past the budget it stays low."""
+    warm = min(1.0, (iteration + 1) / WARMUP_ITERS)
+    shares = [iteration / target_iter if target_iter else 0.0, elapsed_s / budget_s if budget_s else 0.0]
+    done = min(1.0, max(shares))
+    if done <= DECAY_FROM:
+        return warm
+    fall = (1 + math.cos(math.pi * (done - DECAY_FROM) / (1 - DECAY_FROM))) / 2
+    return warm * (DECAY_TO + (1 - DECAY_TO) * fall)
 
 
 class RMSprop:

@@ -37,6 +37,9 @@ class Recipe:
     face_style_power: float = 0.0
     bg_style_power: float = 0.0
     pretrain: bool = False
+    ema: float = 0.0  # decay of the weights' moving average (0 = none); train/ema.py
+    detail_loss: float = 0.0  # weight of the image-gradient loss (losses.gradient_loss)
+    lr_schedule: bool = False  # warm-up, then a decay over the budget's end (optim.schedule_factor)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -92,10 +95,14 @@ def recipe(name: str) -> Recipe:
 
 
 def with_options(base: Recipe, options: dict) -> Recipe:
-    """The recipe a model's options make (Quick96 has none and stays as it is)."""
+    """The recipe a model's options make (Quick96's are facelab's extras only)."""
     if not options:
         return base
     o = options
+    if "ema" in o:  # facelab's own options (model_options.EXTRAS), for every kind but XSeg
+        base = replace(base, ema=o["ema"], detail_loss=o["detail_loss"], lr_schedule=o["lr_schedule"])
+    if base.model == "quick96":
+        return base
     if base.loss == "xseg":
         return replace(base, face_type=canonical_face_type(o["face_type"]), batch=o["batch_size"],
                        lr=o["learning_rate"], lr_dropout=0.3 if o["lr_dropout"] else 1.0)  # fmt: skip

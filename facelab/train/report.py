@@ -28,13 +28,14 @@ def render_preview(run: TrainingRun) -> np.ndarray:
     if run.model.kind == "xseg":
         return _xseg_preview(run)
     faces = {s: run.data[s].images[run.preview_idx[s]].float().div(255) for s in SIDES}
+    model = run.ema.module() if run.ema is not None else run.model  # what merge will use
     with run.autocast():
-        out = run.model(faces["src"], faces["dst"])
+        out = model(faces["src"], faces["dst"])
     title = f"{run.recipe.class_name} '{run.folder.name}'"
     points = run.history.points()
     if run.model.kind == "amp":
         legend = "src src->src dst / dst->dst swap masked | dst->dst, morph .25-1"
-        return preview.compose(title, run.iteration, points, _amp_grid(run, faces, out), legend)
+        return preview.compose(title, run.iteration, points, _amp_grid(run, model, faces, out), legend)
     columns = [faces["src"], out["src"], faces["dst"], out["dst"], out["swap"]]
     masked = None
     if run.recipe.loss == "saehd":  # the reference's second preview: everything through its mask
@@ -59,12 +60,12 @@ def _xseg_preview(run: TrainingRun) -> np.ndarray:
                            "face | label | predicted mask | face x mask")  # fmt: skip
 
 
-def _amp_grid(run: TrainingRun, faces: dict, out: dict) -> np.ndarray:
+def _amp_grid(run: TrainingRun, model: torch.nn.Module, faces: dict, out: dict) -> np.ndarray:
     """The reference's AMP previews for the first preview face: a 2x3 grid at morph 1.0, and
     dst->dst with the swap at each morph value of the list."""
     dst = faces["dst"][:1]
     with run.autocast():
-        swaps = {m: run.model.swap(dst, morph=m) for m in preview.MORPHS}
+        swaps = {m: model.swap(dst, morph=m) for m in preview.MORPHS}
     face, mask, dst_mask = swaps[1.0]
 
     def img(t):

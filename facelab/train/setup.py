@@ -38,6 +38,7 @@ from facelab.models.registry import model_options as arch_options
 from facelab.train import model_options
 from facelab.train.augment import EpochSampler, YawSampler, generator
 from facelab.train.data import load_samples
+from facelab.train.ema import WeightAverage
 from facelab.train.extras import ExtraLosses
 from facelab.train.history import LossHistory
 from facelab.train.optim import OPTIMIZERS
@@ -54,7 +55,7 @@ MODEL_KEPT = ("target_iter", "autobackup_hour", "write_preview_history")
 def prepare(run: TrainingRun, base: Recipe) -> None:
     """Options, device, faces, then the network (new or resumed), samplers and preview faces."""
     run.model_options = _resolve_options(run, base)
-    if run.model_options:  # SAEHD and AMP keep these in the model (their flags set the options)
+    if "target_iter" in run.model_options:  # SAEHD and AMP keep these in the model (their flags set them)
         changes = {k: run.model_options[k] for k in MODEL_KEPT}
         run.train_options = replace(run.train_options, **changes)
     opts = run.train_options
@@ -71,7 +72,7 @@ def prepare(run: TrainingRun, base: Recipe) -> None:
         _resume(run)
     else:
         _create(run)
-    if run.model_options:
+    if "batch_size" in run.model_options:
         run.batch = run.recipe.batch  # the batch_size option, possibly changed on resume
     if opts.batch is not None:
         run.batch = opts.batch
@@ -91,8 +92,8 @@ def _resolve_options(run: TrainingRun, base: Recipe) -> dict:
     """This model's options: saved (resume) or chosen now (new); {} for Quick96."""
     o = run.train_options
     given = dict(o.model_options)
-    if model_options.specs(base.model):  # a flag that is given wins over the same --opt
-        given |= {k: getattr(o, k) for k in MODEL_KEPT if getattr(o, k)}
+    known = model_options.specs(base.model)  # a flag that is given wins over the same --opt
+    given |= {k: getattr(o, k) for k in MODEL_KEPT if getattr(o, k) and k in known}
     if run.folder.exists():
         saved = run.folder.read_json(CONFIG).get("options", {})
         return model_options.for_resumed_model(base.model, saved, given, o.override)
@@ -226,6 +227,7 @@ def _create(run: TrainingRun) -> None:
     run.history = LossHistory(2)
     run.preview_faces = {}
     run.reused_from = reused
+    run.ema = WeightAverage(run.model, run.recipe.ema) if run.recipe.ema else None
 
 
 def new_config(recipe: Recipe, architecture: dict, options: dict) -> dict:
@@ -281,6 +283,8 @@ def _resume(run: TrainingRun) -> None:
     run.drawn = saved["drawn"]
     run.last_batch, run.history = saved["last_batch"], saved["history"]
     run.preview_faces, run.reused_from = saved["preview_faces"], saved["reused_from"]
+    # The average goes on from the saved one; a model that had none (or had the option off) starts it here.
+    run.ema = WeightAverage(run.model, run.recipe.ema, ckpt.weights) if run.recipe.ema else None
     if was_pretraining and not run.recipe.pretrain:
         _end_pretraining(run)
 

@@ -37,9 +37,11 @@ from facelab.train import distributed, graphs, keys, model_options, report, setu
 from facelab.train.augment import augment, sample_generators, xseg_input_augment
 from facelab.train.color import color_transfer, hsv_jitter
 from facelab.train.data import FaceSamples
+from facelab.train.ema import WeightAverage
 from facelab.train.extras import ExtraLosses
 from facelab.train.history import LossHistory
 from facelab.train.losses import masked_face_loss, saehd_face_loss
+from facelab.train.optim import schedule_factor
 from facelab.train.recipes import Recipe
 from facelab.train.threads import ThreadTuner
 from facelab.workspace import SIDES, Workspace
@@ -49,6 +51,8 @@ from facelab.workspace import SIDES, Workspace
 OPTIONS = [
     Option("batch", int, 4, "batch size", range=(1, 4096)),
     model_options.SHARED["target_iter"],
+    Option("max_minutes", float, 0.0, "stop once the model has trained this many minutes, all runs together "
+           "(0 = no limit)", range=(0.0, 10.0**7), flags=("--minutes",)),
     Option("save_every_min", float, 25.0, "autosave interval in minutes", range=(0.01, 100_000.0),
            flags=("--save-every",)),
     model_options.SHARED["autobackup_hour"],
@@ -117,6 +121,7 @@ class TrainingRun:
     net: torch.nn.Module  # what the step calls: the model, or its DDP wrapper
     opt: object  # the optimiser (train/optim.py)
     extra_losses: ExtraLosses
+    ema: WeightAverage | None  # the weights' moving average (the ema option)
     config: dict  # config.json
     seed: int
     iteration: int
@@ -298,17 +303,22 @@ class TrainingRun:
         r = self.recipe
         if r.loss == "saehd":
             return saehd_face_loss(pred, pred_mask, target, masks, r.masked_training, r.eyes_mouth_prio,
-                                   r.blur_out_mask)  # fmt: skip
+                                   r.blur_out_mask, detail=r.detail_loss)  # fmt: skip
         if r.loss == "amp":  # as SAEHD's, with both DSSIM windows at every size
             return saehd_face_loss(pred, pred_mask, target, masks, True, r.eyes_mouth_prio, r.blur_out_mask,
-                                   two_windows=True)  # fmt: skip
-        return masked_face_loss(pred, pred_mask, target, masks)
+                                   two_windows=True, detail=r.detail_loss)  # fmt: skip
+        return masked_face_loss(pred, pred_mask, target, masks, detail=r.detail_loss)
 
     def learning_rate(self) -> float:
-        """The reference's cosine cycle that comes with learning-rate dropout (SAEHD)."""
-        if not self.recipe.lr_cycle:
-            return self.recipe.lr
-        return self.recipe.lr * (math.cos(2 * math.pi * self.iteration / self.recipe.lr_cycle) + 1) / 2
+        """The recipe's rate, times the reference's cosine cycle that comes with learning-rate dropout
+        (SAEHD) and facelab's warm-up and decay (the lr_schedule option)."""
+        lr = self.recipe.lr
+        if self.recipe.lr_cycle:
+            lr *= (math.cos(2 * math.pi * self.iteration / self.recipe.lr_cycle) + 1) / 2
+        if self.recipe.lr_schedule:
+            opts = self.train_options
+            lr *= schedule_factor(self.iteration, self.elapsed, opts.target_iter, opts.max_minutes * 60)
+        return lr
 
     def step_mix(self) -> torch.Tensor:
         """AMP: this iteration's random channel mix per sample, by its row in the whole batch (CPU)."""
@@ -350,9 +360,10 @@ class TrainingRun:
         this rank's [src loss, dst loss] as tensors, which on a GPU may still be being computed."""
         if self.recipe.loss == "xseg":
             return self._xseg_step(batches)
-        if self.captured is not None:
-            return self.captured.step(batches)
-        return self.eager_step(batches)
+        losses = self.captured.step(batches) if self.captured is not None else self.eager_step(batches)
+        if self.ema is not None:
+            self.ema.update(self.iteration)
+        return losses
 
     def eager_step(self, batches) -> list[torch.Tensor]:
         total, src_loss, dst_loss, out, soft = self._forward(batches)
@@ -398,6 +409,8 @@ class TrainingRun:
 
     def save(self) -> None:
         weights = self.model.state_dict() | self.extra_losses.weights()
+        if self.ema is not None:
+            weights |= self.ema.weights()
         optimizer = self.opt.state_tensors() | self.extra_losses.optimizer_state()
         self.folder.save(self.config, weights, optimizer, self.state(), report.summary(self))
         report.write_preview(self)
