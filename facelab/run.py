@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab import progress
-from facelab.errors import FacelabError
+from facelab.errors import FacelabError, UsageError
 from facelab.fsutil import read_json, write_json_atomic
+from facelab.train.recipes import RECIPES
 from facelab.workspace import Workspace
 
 STATE = "run.json"
@@ -78,6 +79,16 @@ class Run:
             )
         return state
 
+    def model_choice(self, decide) -> dict:
+        """`--model auto`'s choice ({"model", "resolution"}): the one this run recorded, else
+        `decide()`'s, recorded at once, so a rerun trains on the same model whatever it measures."""
+        got = self.state.get("model")
+        if not (isinstance(got, dict) and got.get("model") in RECIPES and type(got.get("resolution")) is int):
+            got = decide()
+            self.state["model"] = got
+            write_json_atomic(self.path, self.state)
+        return got
+
     def step(self, name: str, fn) -> None:
         """Run `fn` (returning a detail line) unless the step finished in an earlier run."""
         if name in self.state["done"]:
@@ -113,7 +124,8 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
     for photo in (opts.src_reference, opts.dst_reference):
         if photo is not None and not photo.is_file():
             raise FacelabError(f"{photo} does not exist: check the reference photo's path")
-    rec = recipe(opts.model)
+    if opts.model == "auto" and opts.iterations:
+        raise UsageError("--model auto decides by training time: use --minutes, not --iterations")
     ws.init()
     r = Run(ws, opts)
     videos = {"src": opts.src, "dst": opts.dst}
@@ -152,14 +164,35 @@ def run(ws: Workspace, opts: RunOptions) -> list[StepResult]:
 
     iterations, minutes = opts.budget()
 
+    def decide() -> dict:
+        from facelab.device import pick_device
+        from facelab.train.auto import pick
+        from facelab.train.setup import face_size
+
+        size = face_size(ws.aligned_dir("dst"), recipe("saehd").face_type)
+        progress.say(f"--model auto: the dst faces fill about {size or 0:.0f} px; timing each candidate's "
+                     f"training step for {minutes:g} minutes of training:")  # fmt: skip
+        c = pick(size, minutes * 60, pick_device("auto"), progress.say)
+        progress.say(f"--model auto: {c.label()}")
+        return {"model": c.model, "resolution": c.resolution}
+
+    def kind() -> tuple[str, dict]:
+        """The model kind and its resolution option (none for Quick96, whose is fixed)."""
+        if opts.model != "auto":
+            return opts.model, {}
+        got = r.model_choice(decide)
+        return got["model"], {} if got["model"] == "quick96" else {"resolution": got["resolution"]}
+
     def training() -> str:
-        topts = TrainOptions(target_iter=iterations, max_minutes=minutes, batch=opts.batch,
-                             arch=dict(opts.train_arch), status_every_s=60)  # fmt: skip
+        model, options = kind()
+        rec = recipe(model)
+        topts = TrainOptions(target_iter=iterations, max_minutes=minutes, batch=opts.batch, status_every_s=60,
+                             arch=dict(opts.train_arch), model_options=options)  # fmt: skip
         res = train(ws, rec, opts.name, topts)
         return f"{rec.class_name} '{opts.name}' at iteration {res.iteration} -> {res.folder}"
 
     def merging() -> str:
-        folder = ModelFolder.of(ws.model_dir, opts.name, rec.class_name)
+        folder = ModelFolder.of(ws.model_dir, opts.name, recipe(kind()[0]).class_name)
         s = merge(ws, MergeModel(folder), MergeSession.of(folder), overwrite=True)
         done = s.merged + s.skipped
         return f"{done} frames, {s.faces} faces merged, {s.no_face} without a face -> {ws.merged_dir}"

@@ -21,9 +21,9 @@ def register(sub, common) -> None:
     )
     p.add_argument("--src", type=Path, required=True, help="video of the face to put in")
     p.add_argument("--dst", type=Path, required=True, help="video to put the face into")
-    p.add_argument(
-        "--model", default="quick96", choices=sorted(RECIPES), help="model kind (default: quick96)"
-    )
+    p.add_argument("--model", default="quick96", choices=["auto", *sorted(k for k in RECIPES if k != "xseg")],
+                   help="model kind (default: quick96); auto: the largest resolution up to the dst faces' "
+                   "size that gets enough training in the --minutes budget here, by timing each")  # fmt: skip
     p.add_argument("--name", default="run", help="model name (default: run)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--iterations", type=int_in(1, 10**9), help="training iterations")

@@ -148,22 +148,32 @@ UPSCALE_WARNING = 2.0  # dst faces this many times the model's resolution get th
 ADVICE_SAMPLE = 50  # faces whose size is read for it, evenly spaced (load_samples read them all already)
 
 
-def resolution_advice(dst_faces: Path, res: int, face_type: str) -> str | None:
-    """A line when the dst faces are much larger in their frames than the model renders them (the
-    merge upscales the face that much, and no training makes an upscaled face sharp)."""
-    files = image_files(dst_faces)
+def face_size(faces: Path, face_type: str) -> float | None:
+    """The median size in pixels of a faceset's faces in their frames, cropped as `face_type` (the
+    side of the square the aligned crop covers); None without readable faces."""
+    files = image_files(faces)
     metas = []
     for p in files[:: max(1, len(files) // ADVICE_SAMPLE)]:
         with contextlib.suppress(meta.MetadataError):
             metas.append(meta.read(p))
     if not metas:
         return None
+    res = 256  # any: the crop's scale is in proportion
     scales = [1 / math.sqrt(abs(np.linalg.det(face_transform(m.source_landmarks, res, face_type)[:, :2])))
               for m in metas]  # fmt: skip
-    upscale = float(np.median(scales))
+    return res * float(np.median(scales))
+
+
+def resolution_advice(dst_faces: Path, res: int, face_type: str) -> str | None:
+    """A line when the dst faces are much larger in their frames than the model renders them (the
+    merge upscales the face that much, and no training makes an upscaled face sharp)."""
+    size = face_size(dst_faces, face_type)
+    if size is None:
+        return None
+    upscale = size / res
     if upscale < UPSCALE_WARNING:
         return None
-    side = round(res * upscale)
+    side = round(size)
     match = int(min(512, max(128, round(side / 32) * 32)))
     return (f"the dst faces fill about {side} px of their frames, {upscale:.1f}x this model's {res} px: the "
             f"merge upscales the face that much and it stays soft however long it trains. A SAEHD at a "
