@@ -34,7 +34,8 @@ from facelab.merge.settings import validate  # noqa: E402
 MEDIA = REPO.parent / "shared" / "media"
 # What each variant changes: dst frame format, the result's colour matrix (make-video --colour) and
 # merge settings. "today" is facelab before issue 19; each next row adds one change; "new" is every
-# default of today's code (rct's range bound is in every row: it is not an option).
+# default of today's code (rct's range bound is in every row: it is not an option); the rows after it
+# are options tried on top of the defaults.
 TODAY = {"stabilise": 0, "restore_detail": 0}
 VARIANTS = {
     "today": {"frames": "jpg", "colour": "bt709", "merge": TODAY},
@@ -45,6 +46,7 @@ VARIANTS = {
     "+detail": {"frames": "png", "colour": "dst", "merge": TODAY | {"stabilise": 3, "restore_detail": 100}},
     "inward": {"frames": "png", "colour": "dst", "merge": {"feather": "inward"}},
     "new": {"frames": "png", "colour": "dst", "merge": {}},
+    "+temporal": {"frames": "png", "colour": "dst", "merge": {"temporal": 50}},
 }
 # Training variants: model options (train/model_options.EXTRAS) of a Quick96 trained beside the run's.
 TRAINING = {"base": {}, "ema": {"ema": 0.999}, "detail": {"detail_loss": 1.0},

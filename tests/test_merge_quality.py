@@ -12,7 +12,17 @@ import pytest
 from facelab.color import rct
 from facelab.faces.align import face_transform
 from facelab.merge.blend import merge_frame, restore_detail
-from facelab.merge.pipeline import FramePlan, MergeModel, _track, cut_faces, plan_frames, steady_transform
+from facelab.merge.pipeline import (
+    FramePlan,
+    MergeModel,
+    _track,
+    cut_faces,
+    plan_frames,
+    render_frame,
+    steady_transform,
+    temporal_blend,
+)
+from facelab.merge.session import settings_hash
 from facelab.merge.settings import validate
 from facelab.models.folder import ModelFolder
 from facelab.workspace import Workspace
@@ -138,3 +148,52 @@ def test_training_says_when_the_dst_faces_are_far_larger_than_the_model(trained_
     assert advice and "3.4x this model's 96 px" in advice and "--model saehd" in advice, advice
     assert "--opt resolution=320" in advice
     assert resolution_advice(aligned, 256, "full_face") is None
+
+
+def _shaken_cut(frame: np.ndarray, plan: FramePlan, dx: float, model: MergeModel) -> dict:
+    """The face's cut with its placement moved `dx` pixels, as a shaking detector would place it."""
+    s = validate({"stabilise": 0})
+    moved = FramePlan(plan.number, plan.path, [plan.faces[0] + (dx, 0.0)])
+    return cut_faces(frame, moved, model.res, model.face_type, s)[0]
+
+
+def test_temporal_blending_calms_a_wobbling_prediction_and_keeps_a_fast_change(plans, model: MergeModel):
+    plan = plans[60]
+    frame = cv2.imread(str(plan.path))
+    rng = np.random.default_rng(1)
+    cuts = [_shaken_cut(frame, plan, rng.normal(0, 1.5), model) for _ in range(30)]
+    # The model's wobble: a fresh error in every frame's prediction of the same still face.
+    clean = model.predict(np.stack([c["dst_crop"] for c in cuts]))
+    noisy = [tuple(np.clip(x[i] + rng.normal(0, 0.03, x[i].shape), 0, 1).astype(np.float32) for x in clean)
+             for i in range(len(cuts))]  # fmt: skip
+    blended = [temporal_blend(cuts[i], cuts[i - 1], noisy[i], noisy[i - 1], 0.5) for i in range(1, len(cuts))]
+
+    def change(faces: list[tuple]) -> float:  # frame-to-frame change of the face, in this crop
+        pairs = zip(faces, faces[1:], strict=False)
+        return float(np.mean([np.abs(a[0] - b[0])[8:-8, 8:-8].mean() for a, b in pairs]))
+
+    assert change(blended) < 0.6 * change(noisy[1:]), (change(blended), change(noisy[1:]))
+    # A fast change (the mouth opens: the dst crop differs a lot in one region): there the result is
+    # this frame's prediction alone, not a smear of the two.
+    before, now = dict(cuts[0]), dict(cuts[0])
+    now["dst_crop"] = before["dst_crop"].copy()
+    r = model.res
+    region = (slice(r // 2, r - 4), slice(r // 4, 3 * r // 4))
+    now["dst_crop"][region] = np.clip(now["dst_crop"][region] + 0.3, 0, 1)
+    out = temporal_blend(now, before, noisy[1], noisy[0], 0.9)
+    inner = (slice(r // 2 + 6, r - 10), slice(r // 4 + 6, 3 * r // 4 - 6))
+    assert np.abs(out[0][inner] - noisy[1][0][inner]).max() < 1e-3
+    # Where nothing changed, the previous prediction has its full share.
+    still = (slice(4, r // 4), slice(r // 4, 3 * r // 4))
+    expected = 0.1 * noisy[1][0][still] + 0.9 * noisy[0][0][still]
+    assert np.abs(out[0][still] - expected).mean() < 0.01
+
+
+def test_a_temporal_merge_uses_the_previous_frame_only_where_there_is_one(plans, model: MergeModel):
+    first = next(p for p in plans if p.faces and p.previous is None)
+    later = next(p for p in plans if p.previous is not None)
+    on, off = validate({"temporal": 50}), validate({"temporal": 0})
+    assert np.array_equal(render_frame(model, first, on)[0], render_frame(model, first, off)[0])
+    assert not np.array_equal(render_frame(model, later, on)[0], render_frame(model, later, off)[0])
+    prev = later.previous.path
+    assert settings_hash(on, "m", later.path, prev) != settings_hash(on, "m", later.path, None)

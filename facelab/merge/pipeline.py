@@ -46,6 +46,10 @@ DFM_FACE_TYPE = "whole_face"
 
 
 STEADY_TOLERANCE = 0.01  # placement change (share of the crop) at which a neighbour's weight is 1/e
+# --temporal: the mean change of a dst crop pixel between two frames (0-1 intensity) at which the
+# previous prediction's weight there falls to 1/e. Consecutive frames of a still face differ by about
+# 0.01 (noise, compression); a mouth opening or a turn changes the pixels by 0.1 and more.
+CHANGE_TOLERANCE = 0.03
 
 
 @dataclass
@@ -57,6 +61,7 @@ class FramePlan:
     # One-face frames: the same face's landmarks in the frames around, {offset: landmarks}, for as
     # long as every frame in between has one face that did not jump (a cut ends the track).
     track: dict[int, np.ndarray] = field(default_factory=dict)
+    previous: FramePlan | None = None  # the frame before, when its one face is this one's (track[-1])
 
 
 def _track(ordered: list[FramePlan], radius: int = MAX_STEADY) -> None:
@@ -268,6 +273,9 @@ def plan_frames(ws: Workspace, model_face_type: str) -> list[FramePlan]:
             b = nxt if nxt is not None else centres[i]
             plan.motion = (b - a) / (2 if prev is not None and nxt is not None else 1)
     _track(ordered)
+    for before, plan in zip(ordered, ordered[1:], strict=False):
+        if -1 in plan.track:
+            plan.previous = before
     return ordered
 
 
@@ -281,7 +289,8 @@ def missing_frames(ws: Workspace, plans: list[FramePlan]) -> list[int]:
 
 
 def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, settings: dict) -> list[dict]:
-    """The crop of every face (what the model sees) with its matrix, hull and motion."""
+    """The crop of every face (what the model sees) with its matrix, hull and motion; with --temporal,
+    a one-face frame's face also carries the previous frame's cut ("previous")."""
     out = []
     k = 1 + 0.01 * settings["face_scale"]
     c = res / 2
@@ -303,7 +312,62 @@ def cut_faces(frame: np.ndarray, plan: FramePlan, res: int, face_type: str, sett
             "hull": masks.hull_mask(pts, res).astype(np.float32) / 255,
             "motion": motion,
         })  # fmt: skip
+    if settings["temporal"] and plan.previous is not None and len(out) == 1:
+        before = cv2.imread(str(plan.previous.path), cv2.IMREAD_COLOR)
+        if before is None:
+            raise FacelabError(f"{plan.previous.path} cannot be decoded: re-run `facelab extract-frames dst`")
+        out[0]["previous"] = cut_faces(before, plan.previous, res, face_type, settings | {"temporal": 0})[0]
     return out
+
+
+def predict_cut(model: MergeModel, cuts: list[list[dict]], settings: list[dict]) -> list[tuple]:
+    """The model's (faces, masks, dst masks) for each frame's cut faces, in one batch; with
+    --temporal, each face blended with the previous frame's prediction (temporal_blend)."""
+    faces = [f for cut in cuts for f in cut]
+    if not faces:
+        return [(None, None, None) for _ in cuts]
+    extra = [f["previous"] for f in faces if "previous" in f]
+    morphs = [s["morph"] for cut, s in zip(cuts, settings, strict=True) for _ in cut]
+    morphs += [s["morph"] for cut, s in zip(cuts, settings, strict=True) for f in cut if "previous" in f]
+    crops = np.stack([f["dst_crop"] for f in faces + extra])
+    pred, pmask, dmask = model.predict(crops, np.array(morphs))
+    k, j, out = 0, len(faces), []
+    for cut, s in zip(cuts, settings, strict=True):
+        got = [pred[k : k + len(cut)], pmask[k : k + len(cut)], dmask[k : k + len(cut)]]
+        for i, f in enumerate(cut):
+            if "previous" in f:
+                here = (got[0][i], got[1][i], got[2][i])
+                got[0][i], got[1][i], got[2][i] = temporal_blend(
+                    f, f["previous"], here, (pred[j], pmask[j], dmask[j]), s["temporal"] / 100)
+                j += 1
+        out.append(tuple(got))
+        k += len(cut)
+    return out
+
+
+def temporal_blend(face: dict, before: dict, here: tuple, earlier: tuple, strength: float) -> tuple:
+    """This frame's prediction (`here`: face, mask, dst mask) blended with the previous frame's
+    (`earlier`), moved from that frame's crop onto this one's. The weight is `strength` where the dst
+    crops of the two frames agree, falling off (CHANGE_TOLERANCE) where the dst face changed, so
+    the model's frame-to-frame wobble is calmed and a real move is not smeared."""
+    res = face["dst_crop"].shape[0]
+    def square(mat: np.ndarray) -> np.ndarray:
+        return np.vstack([mat, [0, 0, 1]])
+
+    to_here = square(face["crop_mat"]) @ np.linalg.inv(square(before["crop_mat"]))
+
+    def moved(img: np.ndarray) -> np.ndarray:
+        return cv2.warpAffine(img, to_here[:2], (res, res), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+
+    change = np.abs(face["dst_crop"] - moved(before["dst_crop"])).mean(axis=2)
+    change = cv2.GaussianBlur(change, (0, 0), max(1.0, res / 64))
+    w = (strength * np.exp(-((change / CHANGE_TOLERANCE) ** 2))).astype(np.float32)
+    out = []
+    for now, then in zip(here, earlier, strict=True):
+        wt = w[..., None] if now.ndim == 3 else w
+        out.append((1 - wt) * now + wt * moved(np.ascontiguousarray(then)))
+    return tuple(out)
 
 
 @dataclass
@@ -346,7 +410,8 @@ def _merge(ws, model, session, workers, only, overwrite, stamp: Stamp) -> MergeS
         if only and not only[0] <= plan.number <= only[1]:
             continue
         s = session.for_frame(plan.number)
-        h = settings_hash(s, model.id_for(s) + stamp.key(), plan.path)
+        previous = plan.previous.path if s["temporal"] and plan.previous is not None else None
+        h = settings_hash(s, model.id_for(s) + stamp.key(), plan.path, previous)
         name = plan.path.stem
         if (
             done.get(name) == h
@@ -401,15 +466,9 @@ def _merge(ws, model, session, workers, only, overwrite, stamp: Stamp) -> MergeS
                         finished = True
                         break
                     batch.append(item)
-                crops = [f["dst_crop"] for item in batch for f in item[4]]
-                if crops:
-                    morphs = [item[1]["morph"] for item in batch for _ in item[4]]
-                    pred, pmask, dmask = model.predict(np.stack(crops), np.array(morphs))
-                k = 0
-                for plan, s, h, frame, cut in batch:
-                    n = len(cut)
-                    faces = model.faces(frame, cut, pred[k : k + n], pmask[k : k + n], dmask[k : k + n], s)
-                    k += n
+                predicted = predict_cut(model, [item[4] for item in batch], [item[1] for item in batch])
+                for (plan, s, h, frame, cut), (pred, pmask, dmask) in zip(batch, predicted, strict=True):
+                    faces = model.faces(frame, cut, pred, pmask, dmask, s) if cut else []
                     name = plan.path.stem
                     out, out_mask = merged_dir / f"{name}.png", mask_dir / f"{name}.png"
                     fut = pool.submit(blend_and_write, frame, faces, s, out, out_mask, stamp)
@@ -437,8 +496,7 @@ def render_frame(model: MergeModel, plan: FramePlan, s: dict) -> tuple[np.ndarra
     cut = cut_faces(frame, plan, model.res, model.face_type, s)
     faces = []
     if cut:
-        pred, pmask, dmask = model.predict(np.stack([f["dst_crop"] for f in cut]), s["morph"])
-        faces = model.faces(frame, cut, pred, pmask, dmask, s)
+        faces = model.faces(frame, cut, *predict_cut(model, [cut], [s])[0], s)
     return merge_frame(frame, faces, s)
 
 

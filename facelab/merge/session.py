@@ -93,12 +93,19 @@ class MergeSession:
             self.override(first, last, changes)
 
 
-def settings_hash(s: dict, model_id: str, frame: Path | None = None) -> str:
+def settings_hash(s: dict, model_id: str, frame: Path | None = None, previous: Path | None = None) -> str:
     """What a merged frame was made from: its settings, the model and the dst frame file (its name,
-    size and time: frames extracted again, e.g. as PNG instead of JPEG, are merged again)."""
-    st = frame.stat() if frame is not None else None
-    made_from = [frame.name, st.st_size, st.st_mtime_ns] if st is not None else None
-    blob = json.dumps({"s": s, "m": model_id, "f": made_from}, sort_keys=True).encode()
+    size and time: frames extracted again, e.g. as PNG instead of JPEG, are merged again), and the
+    previous frame's file when the merge blends with it (--temporal)."""
+
+    def made_from(path: Path | None) -> list | None:
+        st = path.stat() if path is not None else None
+        return [path.name, st.st_size, st.st_mtime_ns] if st is not None else None
+
+    record = {"s": s, "m": model_id, "f": made_from(frame)}
+    if previous is not None:
+        record["p"] = made_from(previous)
+    blob = json.dumps(record, sort_keys=True).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 

@@ -26,6 +26,9 @@ OPTIONS = [
     Option("hist_match_threshold", int, 238, "hist-match: lower values darken highlights", range=(0, 255)),
     Option("stabilise", int, 3, "steady the face's placement: average it over this many frames either "
            "side while the face holds nearly still (0 = off)", range=(0, MAX_STEADY)),
+    Option("temporal", int, 0, "blend each face's prediction with the previous frame's, moved onto this "
+           "frame's face, at up to this percent: calmer detail; less where the dst face changed between the "
+           "two frames, so talking and turning stay sharp (0 = off)", range=(0, 90)),
     Option("face_scale", int, 0, "make the pasted face larger (+) or smaller (-), percent", range=(-50, 50)),
     Option("sharpen_mode", str, "none", "filter for --sharpen-amount", choices=("none", "box", "gaussian")),
     Option("sharpen_amount", int, 0, "sharpen (+) or blur (-) the face", range=(-100, 100)),
