@@ -89,7 +89,7 @@ def _other(run: TrainingRun, base: Recipe) -> ModelFolder:
 
 
 def _resolve_options(run: TrainingRun, base: Recipe) -> dict:
-    """This model's options: saved (resume) or chosen now (new); {} for Quick96."""
+    """This model's options: saved (resume) or chosen now (new); Quick96's are facelab's extras only."""
     o = run.train_options
     given = dict(o.model_options)
     known = model_options.specs(base.model)  # a flag that is given wins over the same --opt

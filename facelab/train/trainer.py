@@ -86,7 +86,7 @@ class TrainOptions:
     from_model: str | None = None  # start a new model from this one's weights
     arch: dict = field(default_factory=dict)  # architecture overrides for a new model (tests, tiny models)
     status_every_s: float = 30.0  # without a terminal: one status line this often
-    model_options: dict = field(default_factory=dict)  # --opt / --config values (SAEHD)
+    model_options: dict = field(default_factory=dict)  # --opt / --config values
     override: bool = False  # let a resumed model's changeable options change (prompts on a terminal)
     pretrain_faces: Path | None = None  # aligned faces for pretrain (both sides)
     threads: int = 0  # CPU threads; 0 = all cores (this rank's share), tuned under load (train/threads.py)
@@ -111,7 +111,7 @@ class TrainingRun:
     `setup.prepare` opens it (options, faces, a new or resumed network); the methods below are
     one iteration: draw a batch, run the network, losses, step."""
 
-    model_options: dict  # SAEHD/AMP options of this model ({} for Quick96)
+    model_options: dict  # this model's options (Quick96: facelab's extras only)
     recipe: Recipe
     device: torch.device
     precision: str
