@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from facelab.precision import decisions
 from facelab.run import Run, RunOptions
 from facelab.train import auto
 from facelab.workspace import Workspace
@@ -29,9 +30,10 @@ def test_a_quick96_step_is_timed_here(tmp_path: Path, monkeypatch):
     assert 0.001 < c.step_s < 60 and c.precision in ("fp32", "bf16")
     seen = c.faces_in(600.0)
     assert seen == int(600.0 / c.step_s * c.batch)
+    assert [d["model"] for d in decisions()] == ["quick96"]  # the precision is cached ...
     again = auto.candidates(None)[0]
-    auto.time_step(again, torch.device("cpu"))  # the decision is cached: the same figure
-    assert again.step_s == c.step_s
+    auto.time_step(again, torch.device("cpu"))
+    assert again.precision == c.precision and 0.001 < again.step_s < 60  # ... the speed timed again
 
 
 @pytest.mark.parametrize(("budget_s", "chosen"), [(60.0, "Quick96"), (2000.0, "SAEHD 160 px"),
