@@ -11,14 +11,34 @@ under `if __name__ == "__main__":`, because the workers import the script's modu
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing as mp
+import os
 import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> None:
+    """In a worker: end when the process that started it ends, even by SIGKILL (Linux; elsewhere a
+    no-op). A worker left running by a killed parent would go on writing into the workspace beside
+    the rerun that resumes the work."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call took effect
+        os._exit(1)
 
 
 def _start_worker(initializer) -> None:
     """Ctrl-C reaches the whole process group: the parent stops the work and says so once; the
     workers must not each print a KeyboardInterrupt traceback."""
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer()

@@ -55,3 +55,44 @@ def test_a_faceset_step_clears_what_a_killed_one_was_writing(step_inputs: Path, 
     proc = run_cli(*step, "-w", ws)
     assert proc.returncode == 0, proc.stderr
     assert not any(p.exists() for p in left)
+
+
+def _running_with(text: str) -> list[int]:
+    """Processes whose command line holds `text`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
+def test_extraction_workers_end_with_a_killed_extraction(faces_ws: Path, tmp_path: Path):
+    """Workers left running by a killed extract-faces went on writing faces beside the rerun (dst_1's
+    125 frames: two segments, so two workers)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = tmp_path / "orphans"
+    shutil.copytree(faces_ws / "data_dst", ws / "data_dst", ignore=shutil.ignore_patterns("aligned*"))
+    cmd = [sys.executable, "-m", "facelab", "extract-faces", "dst", "--workers", "2", "-w", str(ws), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = ws / "data_dst" / "aligned" / ".extract.jsonl"
+    deadline = time.monotonic() + 120
+    while not (journal.exists() and '"frame"' in journal.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, "extraction ended before a frame"
+        time.sleep(0.05)
+    workers = [p for p in _running_with(str(ws)) if p != proc.pid]
+    assert workers, "the extraction ran without worker processes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 1.5  # a worker left to finish its segment takes seconds more
+    while _running_with(str(ws)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running_with(str(ws)) == []

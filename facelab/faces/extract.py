@@ -47,6 +47,7 @@ from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, is_file_name, parse_json, remove_temps_in, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
 from facelab.options import Option
+from facelab.procs import die_with_parent
 from facelab.workspace import IMAGE_EXTS, image_files
 
 JOURNAL = ".extract.jsonl"
@@ -313,6 +314,7 @@ def _remove_stale(aligned_dir: Path, frame: Path, faces: int, fmt: str) -> None:
 
 
 def _worker(segs, tasks, opts, aligned_dir, debug_dir, out_q) -> None:
+    die_with_parent()
     locks.forget_in_child()
     try:
         while (k := tasks.get()) is not None:
