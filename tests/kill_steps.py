@@ -201,6 +201,7 @@ def kill_rounds(step_name: str, work: Path, runs: int, seed: int = 0) -> dict:
             stats["killed_while_running"] += running
             if not running and proc.returncode and "--overwrite" not in said:  # a restart that failed
                 stats["failures"].append(f"kill {stats['kills']}: the restart failed: {said[-400:]}")
+                print(f"{step.name}: {stats['failures'][-1]}", file=sys.stderr, flush=True)
         final = cli(*step.args(base), "-w", ws, "-q")
         stats["rounds"] += 1
         done = outputs(step, ws)
@@ -215,6 +216,7 @@ def kill_rounds(step_name: str, work: Path, runs: int, seed: int = 0) -> dict:
             problems.append(f"left behind: {', '.join(left[:3])}")
         if problems:
             stats["failures"].append(f"round {stats['rounds']}: " + "; ".join(problems))
+            print(f"{step.name}: {stats['failures'][-1]}", file=sys.stderr, flush=True)
         else:
             stats["matched"] += 1
         done = f"{stats['kills']} kills, {stats['matched']} of {stats['rounds']} rounds"

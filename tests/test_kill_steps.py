@@ -44,6 +44,9 @@ def test_a_faceset_step_clears_what_a_killed_one_was_writing(step_inputs: Path, 
     left = [ws / "data_dst" / "aligned" / ".00007_0.k1ll3d.tmp.jpg"]
     if step[0] == "extract-faces":
         left.append(ws / "data_dst" / "aligned_debug" / ".00015.wkhu8ic.tmp.jpg")
+    if step[0] == "faceset":  # a kill while the original was copied to the backup folder
+        (ws / "data_dst" / "aligned_dfl_backup").mkdir()
+        left.append(ws / "data_dst" / "aligned_dfl_backup" / ".00070_0.a1uo6uf_.tmp.jpg")
     for p in left:
         p.write_bytes(b"half a JPEG")
     aligned = ws / "data_dst" / "aligned"

@@ -14,7 +14,7 @@ from pathlib import Path
 from facelab import progress
 from facelab.faces import meta
 from facelab.faces.faceset import editing
-from facelab.fsutil import write_bytes_atomic
+from facelab.fsutil import remove_temps_in, write_bytes_atomic
 from facelab.workspace import image_files
 
 BACKUP_SUFFIX = "_dfl_backup"
@@ -48,6 +48,8 @@ def _keep_original(backup: Path, name: str, data: bytes) -> None:
 def convert_faceset(folder: Path, backup: bool = True) -> Converted:
     result = Converted(backup=backup_dir(folder) if backup else None)
     with editing(folder, "faceset convert-dfl"):  # listed once held: a killed run's temp files are gone
+        if result.backup is not None and result.backup.is_dir():
+            remove_temps_in(result.backup)  # and those of its backup copies (found by the kill harness)
         files = image_files(Path(folder))
         with progress.bar(len(files), "convert-dfl", "face") as bar:
             for path in files:
