@@ -351,6 +351,7 @@ def temporal_blend(face: dict, before: dict, here: tuple, earlier: tuple, streng
     crops of the two frames agree, falling off (CHANGE_TOLERANCE) where the dst face changed, so
     the model's frame-to-frame wobble is calmed and a real move is not smeared."""
     res = face["dst_crop"].shape[0]
+
     def square(mat: np.ndarray) -> np.ndarray:
         return np.vstack([mat, [0, 0, 1]])
 

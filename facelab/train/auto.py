@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from facelab.device import is_oom
+from facelab.errors import FacelabError
 from facelab.models.registry import create_model
 from facelab.precision import choose
 from facelab.train.losses import masked_face_loss
@@ -111,4 +112,6 @@ def pick(face_px: float | None, budget_s: float, device: torch.device,
         chosen = c
         if seen < c.needed:  # not even Quick96 gets enough: it is still the best there is
             break
+    if chosen is None:
+        raise FacelabError(f"not even Quick96 trains at batch {RECIPES['quick96'].batch} in this device's memory")
     return chosen
