@@ -113,5 +113,6 @@ def pick(face_px: float | None, budget_s: float, device: torch.device,
         if seen < c.needed:  # not even Quick96 gets enough: it is still the best there is
             break
     if chosen is None:
-        raise FacelabError(f"not even Quick96 trains at batch {RECIPES['quick96'].batch} in this device's memory")
+        raise FacelabError(f"this device has not the memory to train even Quick96 at batch "
+                           f"{RECIPES['quick96'].batch}: train on another (--device)")
     return chosen
