@@ -114,5 +114,5 @@ def pick(face_px: float | None, budget_s: float, device: torch.device,
             break
     if chosen is None:
         raise FacelabError(f"this device has not the memory to train even Quick96 at batch "
-                           f"{RECIPES['quick96'].batch}: train on another (--device)")
+                           f"{RECIPES['quick96'].batch}: use a machine with more memory")
     return chosen
