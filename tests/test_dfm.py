@@ -108,6 +108,25 @@ def test_an_export_that_fails_its_check_is_not_written(tmp_path: Path, aligned: 
     assert not (tmp_path / "m.dfm").exists() and not list(tmp_path.glob(".m.*"))
 
 
+def test_an_export_clears_what_a_killed_one_left_and_waits_for_none(tmp_path: Path, aligned: Path):
+    """Found by the kill harness: a killed export's temp file stayed beside the .dfm for good."""
+    from facelab import locks
+    from facelab.errors import FacelabError
+
+    folder = _model(tmp_path / "model", "saehd", {"resolution": 64, "archi": "df-ud", **SMALL})
+    out = tmp_path / "out" / "m.dfm"
+    out.parent.mkdir()
+    left = out.parent / ".m.k1ll3d.tmp.dfm"
+    left.write_bytes(b"half an onnx file")
+    other = out.parent / ".other.k1ll3d.tmp.dfm"  # another file's: not this export's to remove
+    other.write_bytes(b"x")
+    export(folder, out, [aligned])
+    assert out.exists() and not left.exists() and other.exists()
+    busy = pytest.raises(FacelabError, match="in use by .*export x.dfm")
+    with locks.hold(out.parent, "export x.dfm"), busy:
+        export(folder, out, [aligned], overwrite=True)
+
+
 def test_exported_dfl_model_reproduces_deepfacelabs_reference(tmp_path: Path, aligned: Path):
     """model_tiny imported from DeepFaceLab, exported by facelab, run by onnxruntime: DFL's own
     predictor's outputs (tiny_ref.npz) to 1e-4, as DFL's own .dfm of it does."""

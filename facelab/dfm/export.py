@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from facelab import locks
 from facelab.dfm import FACE_INPUT, FACE_OUTPUTS, META_PREFIX, MORPH_INPUT, XSEG_OUTPUT
 from facelab.dfm.runtime import DFMModel, onnxruntime
 from facelab.errors import FacelabError
 from facelab.faces.align import crop_for_model
 from facelab.faces.faceset import load_faceset
-from facelab.fsutil import atomic_path
+from facelab.fsutil import atomic_path, remove_stale_temps
 from facelab.media.images import DamagedImage, read_image
 from facelab.models.folder import ModelFolder, load_network
 
@@ -144,25 +145,28 @@ def export(folder: ModelFolder, out: Path, face_dirs: list[Path], fp16: bool = F
     dynamic = {FACE_INPUT: {0: "N"}} | {o: {0: "N"} for o in outputs}
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on constants, not problems of this model
-            torch.onnx.export(graph.eval(), example, str(tmp), input_names=inputs, output_names=outputs,
-                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)  # fmt: skip
-        model = onnx.load(str(tmp))
-        _fix_output_shapes(model, res, [1] if xseg else [1, 3, 1])
-        if fp16:
-            _store_fp16(model)
-        meta = {"kind": kind, "face_type": face_type, "resolution": str(res), "model": folder.path.name,
-                "iteration": str(ckpt.state.get("iteration", 0)), "precision": "fp16" if fp16 else "fp32"}
-        for key, value in meta.items():
-            entry = model.metadata_props.add()
-            entry.key, entry.value = META_PREFIX + key, value
-        model.producer_name = "facelab"
-        onnx.checker.check_model(model)
-        onnx.save(model, str(tmp))
-        result = Exported(out, res, inputs, outputs, len(faces))
-        _check(graph, tmp, faces, fp16, amp, xseg, result)
+    # One export into a folder at a time, which clears what a killed one left (found by the kill harness).
+    with locks.hold(out.parent, f"export {out.name}"):
+        remove_stale_temps(out, 0)
+        with atomic_path(out) as tmp:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on constants, not problems of this model
+                torch.onnx.export(graph.eval(), example, str(tmp), input_names=inputs, output_names=outputs,
+                                  dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)  # fmt: skip
+            model = onnx.load(str(tmp))
+            _fix_output_shapes(model, res, [1] if xseg else [1, 3, 1])
+            if fp16:
+                _store_fp16(model)
+            meta = {"kind": kind, "face_type": face_type, "resolution": str(res), "model": folder.path.name,
+                    "iteration": str(ckpt.state.get("iteration", 0)), "precision": "fp16" if fp16 else "fp32"}
+            for key, value in meta.items():
+                entry = model.metadata_props.add()
+                entry.key, entry.value = META_PREFIX + key, value
+            model.producer_name = "facelab"
+            onnx.checker.check_model(model)
+            onnx.save(model, str(tmp))
+            result = Exported(out, res, inputs, outputs, len(faces))
+            _check(graph, tmp, faces, fp16, amp, xseg, result)
     return result
 
 
