@@ -437,3 +437,29 @@ def test_settings_change_needs_overwrite(tmp_path: Path, media: Path):
     (frames / "aligned" / "00001_0.jpg").unlink()
     assert run_cli("extract-faces", "src", "-w", ws, "--yes", "-q").returncode == 0
     assert meta.read(frames / "aligned" / "00001_0.jpg").face_type == "full_face"
+
+
+def test_the_journal_names_its_settings_before_the_first_face_is_written(step_inputs: Path, tmp_path: Path,
+                                                                          monkeypatch):  # fmt: skip
+    """Found by the kill harness (2 rounds of 40): killed after the first face's file was written but
+    before the journal's buffer reached the disk, a rerun took that face for another extraction's and
+    refused to go on."""
+    from facelab.faces import extract
+
+    ws = tmp_path / "ws"
+    shutil.copytree(step_inputs / "frames", ws)
+    aligned = ws / "data_dst" / "aligned"
+    on_disk: list[str] = []
+    original = extract.process_segment
+
+    def spy(seg, opts, aligned_dir, debug_dir, record):
+        def first(*args):  # called once a frame's faces exist: what would a kill here leave?
+            on_disk.append((aligned_dir / JOURNAL).read_text())
+            record(*args)
+
+        return original(seg, opts, aligned_dir, debug_dir, first)
+
+    monkeypatch.setattr(extract, "process_segment", spy)
+    extract.extract_faces(ws / "data_dst", aligned, extract.ExtractOptions(workers=1))
+    assert on_disk and list(aligned.glob("*.jpg"))
+    assert json.loads(on_disk[0].splitlines()[0])["settings"] == extract.ExtractOptions(workers=1).settings()

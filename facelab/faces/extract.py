@@ -377,8 +377,10 @@ def _extract(frames_dir, aligned_dir, opts, debug_dir, overwrite) -> ExtractSumm
     faces_by_frame = {name: done[name] for name in finished}
 
     with open(aligned_dir / JOURNAL, "a") as journal:
-        if settings is None:
+        if settings is None:  # on disk before any face: else a kill could leave faces of no known run
             journal.write(json.dumps({"settings": opts.settings()}) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
         if todo := segments(frames, finished):
             _run_workers(todo, opts, aligned_dir, debug_dir, journal, summary, faces_by_frame)
         journal.flush()
