@@ -7,8 +7,9 @@ Training: kills half of them inside a save, and checks every time that the model
 (after the recovery the trainer itself runs) and resumes; WORKSPACE needs data_src/aligned and
 data_dst/aligned. Every other step (kill_steps.STEPS: extract-frames, extract-faces, sort, merge,
 make-video, run, import-dfl, convert-dfl, xseg-apply, export) is killed in rounds of 5 and then
-finished, and its outputs are compared with an uninterrupted run's; WORK is a folder for its inputs
-(built once from ../shared) and workspaces. Prints a JSON summary; exits 1 on any failure.
+finished, and its outputs are compared with an uninterrupted run's, until N kills have interrupted the
+running step (a kill that finds it finished counts for nothing and ends its round); WORK is a folder
+for its inputs (built once from ../shared) and workspaces. Prints a JSON summary; exits 1 on any failure.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ if __name__ == "__main__":
         result = kill_cycles(a.workspace, a.runs, a.seed)
         result.pop("iterations")
     else:
-        result = kill_rounds(a.step, a.workspace, a.runs, a.seed)
+        result = kill_rounds(a.step, a.workspace, a.runs, a.seed, running=True)
     result["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(result, indent=1))
     sys.exit(1 if result["failures"] else 0)
