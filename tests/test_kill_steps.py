@@ -99,3 +99,22 @@ def test_extraction_workers_end_with_a_killed_extraction(faces_ws: Path, tmp_pat
     while _running_with(str(ws)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _running_with(str(ws)) == []
+
+
+def test_a_merge_clears_the_session_file_a_killed_one_was_writing(step_inputs: Path, tmp_path: Path):
+    """Found by the kill harness (merge, 1 round of 20): a kill while merge_session.json was being
+    saved left its temp file in the model folder for good."""
+    import os
+    import shutil
+    import time
+
+    from tests.conftest import run_cli
+
+    ws = tmp_path / "ws"
+    shutil.copytree(step_inputs / "faces", ws)
+    left = ws / "model" / "m_Quick96" / ".merge_session.6taxh2a7.tmp.json"
+    left.write_text('{"format": "facelab-merge-sess')
+    os.utime(left, (time.time() - 5, time.time() - 5))
+    proc = run_cli("merge", "--model", "m", "--frames", "1-3", "-w", ws, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert not left.exists()
