@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from facelab.device import cpu_summary  # noqa: E402
 from facelab.merge.settings import validate  # noqa: E402
+from facelab.models.folder import STATE, ModelFolder  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
 # What each variant changes: dst frame format, the result's colour matrix (make-video --colour) and
@@ -80,7 +81,7 @@ def train(ws: Path, pair: int, minutes: float, iterations: int | None) -> dict:
 
 
 def trained(ws: Path, name: str) -> dict:
-    state = json.loads((ws / "model" / f"{name}_Quick96" / "state.json").read_text())
+    state = ModelFolder.of(ws / "model", name, "Quick96").read_json(STATE)
     elapsed = state.get("elapsed_s", 0.0)
     return {"iterations": state["iteration"], "train_s": round(elapsed, 1),
             "ms_per_iter": round(1000 * elapsed / max(1, state["iteration"]), 1)}  # fmt: skip

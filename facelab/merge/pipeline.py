@@ -29,7 +29,6 @@ from facelab.errors import FacelabError
 from facelab.faces import masks
 from facelab.faces.align import FACE_TYPES, canonical_face_type, face_transform, face_type_name
 from facelab.faces.faceset import load_faceset
-from facelab.fsutil import remove_stale_temps
 from facelab.media.mark import Stamp, make_mark
 from facelab.media.probe import read_video_record
 from facelab.merge.blend import FaceInput, blend_and_write, init_worker, merge_frame, write_merged
@@ -395,9 +394,6 @@ def merge(ws: Workspace, model: MergeModel, session: MergeSession, workers: int 
 
 def _merge(ws, model, session, workers, only, overwrite, stamp: Stamp) -> MergeSummary:
     start = time.perf_counter()
-    # What a merge killed while saving its session left (found by the kill harness); a live save takes
-    # milliseconds, so a temp file a second old is no one's.
-    remove_stale_temps(session.path, 1.0)
     plans = plan_frames(ws, model.face_type)
     merged_dir, mask_dir = ws.merged_dir, ws.merged_mask_dir
     merged_dir.mkdir(parents=True, exist_ok=True)

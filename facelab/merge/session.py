@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab.errors import FacelabError
-from facelab.fsutil import is_file_name, parse_json, read_json, write_json_atomic
+from facelab.fsutil import is_file_name, parse_json, read_json, remove_stale_temps, write_json_atomic
 from facelab.merge import settings as merge_settings
 from facelab.models.folder import SESSION, ModelFolder
 
@@ -69,6 +69,9 @@ class MergeSession:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # What a save killed half-way left (found by the kill harness); a live save takes milliseconds,
+        # so a temp file a second old is no one's.
+        remove_stale_temps(self.path, 1.0)
         write_json_atomic(self.path, {"format": "facelab-merge-session", "version": 1,
                                       "settings": self.settings, "overrides": self.overrides})  # fmt: skip
 

@@ -22,9 +22,13 @@ class WeightAverage:
         they hold one of the same shapes, else starting at the weights as they are."""
         self.decay = decay
         self.names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+        # The parameter and buffer objects themselves: a change of memory layout replaces their data,
+        # not them, so they are looked up once rather than through state_dict() every iteration.
+        tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+        self._tensors = [tensors[n] for n in self.names]
         saved = saved or {}
         self.average = []
-        for name, t in zip(self.names, self._live(model), strict=True):
+        for name, t in zip(self.names, self._live(), strict=True):
             old = saved.get(EMA + name)
             start = old if old is not None and old.shape == t.shape else t
             self.average.append(torch.empty_like(t).copy_(start))
@@ -34,12 +38,11 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, iteration: int) -> None:
         decay = min(self.decay, (1 + iteration) / (10 + iteration))
-        torch._foreach_lerp_(self.average, self._live(self._model), 1 - decay)
+        torch._foreach_lerp_(self.average, self._live(), 1 - decay)
 
-    def _live(self, model: nn.Module) -> list[torch.Tensor]:
-        """The weights as they are now (read each time: a change of memory layout replaces them)."""
-        state = model.state_dict()
-        return [state[n] for n in self.names]
+    def _live(self) -> list[torch.Tensor]:
+        """The weights as they are now."""
+        return [t.detach() for t in self._tensors]
 
     def weights(self) -> dict[str, torch.Tensor]:
         """The average under the EMA prefix, for the checkpoint."""

@@ -55,9 +55,9 @@ MODEL_KEPT = ("target_iter", "autobackup_hour", "write_preview_history")
 def prepare(run: TrainingRun, base: Recipe) -> None:
     """Options, device, faces, then the network (new or resumed), samplers and preview faces."""
     run.model_options = _resolve_options(run, base)
-    if "target_iter" in run.model_options:  # SAEHD and AMP keep these in the model (their flags set them)
-        changes = {k: run.model_options[k] for k in MODEL_KEPT}
-        run.train_options = replace(run.train_options, **changes)
+    # SAEHD and AMP keep these in the model (their flags set them); Quick96 and XSeg have none of them.
+    changes = {k: run.model_options[k] for k in MODEL_KEPT if k in run.model_options}
+    run.train_options = replace(run.train_options, **changes)
     opts = run.train_options
     run.recipe = with_options(base, run.model_options)
     run.device = pick_device(opts.device)
