@@ -15,8 +15,11 @@ import contextlib
 import ctypes
 import multiprocessing as mp
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -35,10 +38,45 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def _start_worker(initializer) -> None:
+def die_with(pid: int) -> None:
+    """In a pool's worker: end when process `pid` (the one that made the pool) ends, even by SIGKILL.
+
+    A forkserver's workers are the forkserver's children, so `die_with_parent` does not see the pool's
+    owner die, and the forkserver itself lives on while any worker holds its liveness pipe: a killed
+    merge or trainer left its forkserver and idle workers running for good. A thread waits on the
+    owner's pidfd (Linux 5.3+), or checks on it every second elsewhere."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while _alive(pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-owner", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
+
+
+def _start_worker(owner: int, initializer) -> None:
     """Ctrl-C reaches the whole process group: the parent stops the work and says so once; the
     workers must not each print a KeyboardInterrupt traceback."""
-    die_with_parent()
+    die_with(owner)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer()
@@ -47,4 +85,4 @@ def _start_worker(initializer) -> None:
 def clean_pool(workers: int, initializer=None) -> ProcessPoolExecutor:
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     return ProcessPoolExecutor(workers, mp_context=mp.get_context(method), initializer=_start_worker,
-                               initargs=(initializer,))  # fmt: skip
+                               initargs=(os.getpid(), initializer))  # fmt: skip

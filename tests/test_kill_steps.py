@@ -118,3 +118,44 @@ def test_a_merge_clears_the_session_file_a_killed_one_was_writing(step_inputs: P
     proc = run_cli("merge", "--model", "m", "--frames", "1-3", "-w", ws, "-q")
     assert proc.returncode == 0, proc.stderr
     assert not left.exists()
+
+
+def _in_session(sid: int) -> list[int]:
+    """Processes of session `sid` (a process started with start_new_session and all it started)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
+                pids.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
+def test_a_killed_merge_leaves_no_blend_process(step_inputs: Path, tmp_path: Path):
+    """The blend workers are the forkserver's children, and each holds the forkserver's liveness
+    pipe: a SIGKILLed merge left its forkserver and idle workers running for good (3 processes a
+    kill, a few dozen after a kill harness run)."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ws = tmp_path / "ws"
+    shutil.copytree(step_inputs / "faces", ws)
+    cmd = [sys.executable, "-m", "facelab", "merge", "--model", "m", "--workers", "2", "-w", str(ws), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    merged = ws / "data_dst" / "merged"
+    deadline = time.monotonic() + 120
+    while not any(merged.glob("*.png")):  # the blend workers are running
+        assert proc.poll() is None and time.monotonic() < deadline, "the merge ended before a frame"
+        time.sleep(0.02)
+    assert len(_in_session(proc.pid)) >= 4, "the merge ran without its forkserver and 2 workers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 3
+    while _in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _in_session(proc.pid) == []
