@@ -88,6 +88,20 @@ def test_import_lists_what_it_did_not_take_and_models_list_shows_it(dfl_files: P
     assert [p.name.split("-")[0] for p in (tmp_path / "model" / TRASH).iterdir()] == ["mine_SAEHD"]
 
 
+def test_an_import_killed_before_its_save_is_finished_by_the_rerun(dfl_files: Path, tmp_path: Path):
+    """Found by the kill harness (import-dfl, 4 rounds of 45): killed after it made the model folder
+    but before its save's commit, the import left a folder holding only its lock and staging
+    folder, and every rerun refused it as an existing model."""
+    folder = tmp_path / "model" / "mine_SAEHD"
+    (folder / ".saving").mkdir(parents=True)
+    (folder / ".saving" / "model.safetensors").write_bytes(b"half a checkpoint")
+    (folder / ".lock").write_text("process 1234 since 2026-12-05 04:20:00")
+    proc = _import(tmp_path, dfl_files / "model_tiny", "--name", "mine")
+    assert proc.returncode == 0, proc.stderr
+    assert not (folder / ".saving").exists() and not (tmp_path / "model" / TRASH).exists()
+    assert load_network(ModelFolder(folder))[1].state["iteration"] == 8
+
+
 def _saved_model(root: Path, kind: str, arch: dict, options: dict, seed: int = 0) -> ModelFolder:
     """A facelab model folder with random weights, optimiser state and discriminators."""
     torch.manual_seed(seed)

@@ -363,7 +363,8 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
     kind = CLASSES[model.class_name]
     name = catalog.check_name(name or ("xseg" if kind == "xseg" else model.name))
     target = ModelFolder.of(model_root, name, model.class_name)
-    if target.path.exists() and not overwrite:
+    # A folder with nothing saved in it is what a killed import (or first save) left: no model yet.
+    if target.exists() and not overwrite:
         raise DflError(f"{target} already exists: add --overwrite (the old one goes to the trash) "
                        "or choose another --name")  # fmt: skip
     data_path = model.file(DATA)
@@ -393,7 +394,7 @@ def import_model(path: Path, model_root: Path, name: str | None = None, model_na
         "dfl_options": {k: v for k, v in ((k, _dfl_value(k, v)) for k, v in data["options"].items())
                         if isinstance(k, str) and k not in config["options"] and _plain(v)},
     }  # fmt: skip
-    trashed = catalog.trash(target) if target.path.exists() else None
+    trashed = catalog.trash(target) if target.exists() else None
     with target.lock():
         target.save(config, got.weights, got.optimizer, new_state(batch, iteration, history),
                     summary_text(config, net))  # fmt: skip
