@@ -60,16 +60,26 @@ def test_a_faceset_step_clears_what_a_killed_one_was_writing(step_inputs: Path, 
     assert not any(p.exists() for p in left)
 
 
-def _running_with(text: str) -> list[int]:
-    """Processes whose command line holds `text`."""
+def _processes(match) -> list[int]:
+    """Processes whose /proc folder `match` accepts."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+            if proc.name.isdigit() and match(proc):
                 pids.append(int(proc.name))
-        except OSError:
+        except (OSError, ValueError, IndexError):  # it ended while we looked
             continue
     return pids
+
+
+def _running_with(text: str) -> list[int]:
+    """Processes whose command line holds `text`."""
+    return _processes(lambda proc: text in (proc / "cmdline").read_bytes().decode(errors="replace"))
+
+
+def _in_session(sid: int) -> list[int]:
+    """Processes of session `sid` (a process started with start_new_session and all it started)."""
+    return _processes(lambda proc: int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
@@ -118,18 +128,6 @@ def test_a_merge_clears_the_session_file_a_killed_one_was_writing(step_inputs: P
     proc = run_cli("merge", "--model", "m", "--frames", "1-3", "-w", ws, "-q")
     assert proc.returncode == 0, proc.stderr
     assert not left.exists()
-
-
-def _in_session(sid: int) -> list[int]:
-    """Processes of session `sid` (a process started with start_new_session and all it started)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid:
-                pids.append(int(proc.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return pids
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
