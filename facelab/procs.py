@@ -25,29 +25,21 @@ from concurrent.futures import ProcessPoolExecutor
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent() -> None:
-    """In a worker: end when the process that started it ends, even by SIGKILL (Linux; elsewhere a
-    no-op). A worker left running by a killed parent would go on writing into the workspace beside
-    the rerun that resumes the work."""
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the call took effect
-        os._exit(1)
-
-
 def die_with(pid: int) -> None:
-    """In a pool's worker: end when process `pid` (the one that made the pool) ends, even by SIGKILL.
+    """In a worker: end when process `pid` (the one that started the work) ends, even by SIGKILL. A
+    worker left running by a killed owner would go on writing into the workspace beside the rerun.
 
-    A forkserver's workers are the forkserver's children, so `die_with_parent` does not see the pool's
-    owner die, and the forkserver itself lives on while any worker holds its liveness pipe: a killed
-    merge or trainer left its forkserver and idle workers running for good. A thread waits on the
-    owner's pidfd (Linux 5.3+), or checks on it every second elsewhere."""
+    Where the owner is the parent (a forked worker), the kernel kills the worker at once
+    (PR_SET_PDEATHSIG, Linux), even in the middle of a long call that holds the GIL. A forkserver's
+    workers are the forkserver's children, and the forkserver lives on while any worker holds its
+    liveness pipe (a killed merge or trainer left them all running for good): for those, and where
+    there is no prctl, a thread waits on the owner's pidfd (Linux 5.3+) or checks on it every second."""
+    if os.getppid() == pid and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     try:
         fd = os.pidfd_open(pid)
-    except ProcessLookupError:
+    except ProcessLookupError:  # it ended before we looked
         os._exit(1)
     except (AttributeError, OSError):
         fd = None

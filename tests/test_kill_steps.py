@@ -60,26 +60,39 @@ def test_a_faceset_step_clears_what_a_killed_one_was_writing(step_inputs: Path, 
     assert not any(p.exists() for p in left)
 
 
-def _processes(match) -> list[int]:
-    """Processes whose /proc folder `match` accepts."""
+def _in_session(sid: int) -> list[int]:
+    """Running processes of session `sid` (a process started with start_new_session and all it
+    started); not zombies, which have ended and wait for init to reap them."""
     pids = []
-    for proc in Path("/proc").iterdir():
+    for proc in (p for p in Path("/proc").iterdir() if p.name.isdigit()):
         try:
-            if proc.name.isdigit() and match(proc):
+            state, _, _, session = (proc / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            if state != "Z" and int(session) == sid:
                 pids.append(int(proc.name))
         except (OSError, ValueError, IndexError):  # it ended while we looked
             continue
     return pids
 
 
-def _running_with(text: str) -> list[int]:
-    """Processes whose command line holds `text`."""
-    return _processes(lambda proc: text in (proc / "cmdline").read_bytes().decode(errors="replace"))
+def _kill_when(cmd: list[str], ready, wait_s: float) -> tuple[int, list[int]]:
+    """Run `cmd` in a session of its own, SIGKILL it once `ready()`: how many processes the session
+    had then, and the ones still running `wait_s` later."""
+    import signal
+    import subprocess
+    import time
 
-
-def _in_session(sid: int) -> list[int]:
-    """Processes of session `sid` (a process started with start_new_session and all it started)."""
-    return _processes(lambda proc: int((proc / "stat").read_text().rsplit(")", 1)[1].split()[3]) == sid)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert proc.poll() is None and time.monotonic() < deadline, f"{cmd[3]} ended before it was ready"
+        time.sleep(0.02)
+    had = len(_in_session(proc.pid))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + wait_s
+    while _in_session(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return had, _in_session(proc.pid)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux's /proc")
@@ -87,28 +100,16 @@ def test_extraction_workers_end_with_a_killed_extraction(faces_ws: Path, tmp_pat
     """Workers left running by a killed extract-faces went on writing faces beside the rerun (dst_1's
     125 frames: two segments, so two workers)."""
     import shutil
-    import signal
-    import subprocess
     import sys
-    import time
 
     ws = tmp_path / "orphans"
     shutil.copytree(faces_ws / "data_dst", ws / "data_dst", ignore=shutil.ignore_patterns("aligned*"))
     cmd = [sys.executable, "-m", "facelab", "extract-faces", "dst", "--workers", "2", "-w", str(ws), "-q"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = ws / "data_dst" / "aligned" / ".extract.jsonl"
-    deadline = time.monotonic() + 120
-    while not (journal.exists() and '"frame"' in journal.read_text()):
-        assert proc.poll() is None and time.monotonic() < deadline, "extraction ended before a frame"
-        time.sleep(0.05)
-    workers = [p for p in _running_with(str(ws)) if p != proc.pid]
-    assert workers, "the extraction ran without worker processes"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 1.5  # a worker left to finish its segment takes seconds more
-    while _running_with(str(ws)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _running_with(str(ws)) == []
+    # a worker left to finish its segment takes seconds more
+    had, left = _kill_when(cmd, lambda: journal.exists() and '"frame"' in journal.read_text(), 1.5)
+    assert had >= 3, "the extraction ran without its 2 worker processes"
+    assert left == []
 
 
 def test_a_merge_clears_the_session_file_a_killed_one_was_writing(step_inputs: Path, tmp_path: Path):
@@ -136,24 +137,12 @@ def test_a_killed_merge_leaves_no_blend_process(step_inputs: Path, tmp_path: Pat
     pipe: a SIGKILLed merge left its forkserver and idle workers running for good (3 processes a
     kill, a few dozen after a kill harness run)."""
     import shutil
-    import signal
-    import subprocess
     import sys
-    import time
 
     ws = tmp_path / "ws"
     shutil.copytree(step_inputs / "faces", ws)
     cmd = [sys.executable, "-m", "facelab", "merge", "--model", "m", "--workers", "2", "-w", str(ws), "-q"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     merged = ws / "data_dst" / "merged"
-    deadline = time.monotonic() + 120
-    while not any(merged.glob("*.png")):  # the blend workers are running
-        assert proc.poll() is None and time.monotonic() < deadline, "the merge ended before a frame"
-        time.sleep(0.02)
-    assert len(_in_session(proc.pid)) >= 4, "the merge ran without its forkserver and 2 workers"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + 3
-    while _in_session(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _in_session(proc.pid) == []
+    had, left = _kill_when(cmd, lambda: any(merged.glob("*.png")), 3)  # a frame: the workers are blending
+    assert had >= 4, "the merge ran without its forkserver and 2 workers"
+    assert left == []

@@ -47,7 +47,7 @@ from facelab.faces.track import FaceFinder
 from facelab.fsutil import fsync_dir, is_file_name, parse_json, remove_temps_in, write_bytes_atomic
 from facelab.media.images import DamagedImage, read_image
 from facelab.options import Option
-from facelab.procs import die_with_parent
+from facelab.procs import die_with
 from facelab.workspace import IMAGE_EXTS, image_files
 
 JOURNAL = ".extract.jsonl"
@@ -313,8 +313,8 @@ def _remove_stale(aligned_dir: Path, frame: Path, faces: int, fmt: str) -> None:
         k += 1
 
 
-def _worker(segs, tasks, opts, aligned_dir, debug_dir, out_q) -> None:
-    die_with_parent()
+def _worker(owner, segs, tasks, opts, aligned_dir, debug_dir, out_q) -> None:
+    die_with(owner)
     locks.forget_in_child()
     try:
         while (k := tasks.get()) is not None:
@@ -422,7 +422,7 @@ def _run_workers(todo: list[Segment], opts, aligned_dir, debug_dir, journal, sum
         out_q, tasks = ctx.Queue(), ctx.Queue()
         for k in [*range(len(todo)), *[None] * n]:
             tasks.put(k)
-        args = (todo, tasks, opts, aligned_dir, debug_dir, out_q)
+        args = (os.getpid(), todo, tasks, opts, aligned_dir, debug_dir, out_q)
         procs = [ctx.Process(target=_worker, args=args, daemon=True) for _ in range(n)]
         for p in procs:
             p.start()
